@@ -1,0 +1,105 @@
+"""Config and experiment-table validation: one clear message naming key and allowed values."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from mammodp.config import ConfigError, load_experiments, select_experiments, validate_config
+
+from .conftest import REPO, demo_config
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "processed.yaml"])
+def test_shipped_configs_are_valid(name):
+    validate_config(yaml.safe_load((REPO / "config" / name).read_text()), name)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        (
+            "data.source",
+            "dropbox",
+            r"data.source = 'dropbox' is not allowed; "
+            r"allowed values: \['phantom', 'processed', 'tcia'\]",
+        ),
+        ("classifier.dp.delta", 1.5, r"classifier.dp.delta = 1.5 is out of range; it must be < 1"),
+        (
+            "classifier.train.epochs",
+            "many",
+            r"classifier.train.epochs = 'many' has the wrong type; expected integer",
+        ),
+        ("classifier.model.pretrained", "yes", r"allowed values: \['imagenet', 'none'\]"),
+        ("seeds", [], r"seeds: \[\] should be non-empty"),
+        (
+            "device",
+            "tpu",
+            r"device = 'tpu' is not allowed; allowed values: \['cpu', 'cuda', 'auto'\]",
+        ),
+    ],
+)
+def test_bad_values_name_the_key(key, value, message):
+    config = copy.deepcopy(demo_config())
+    node = config
+    *parents, last = key.split(".")
+    for p in parents:
+        node = node[p]
+    node[last] = value
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config, "cfg.yaml")
+
+
+def test_unknown_key_lists_the_allowed_ones():
+    config = copy.deepcopy(demo_config())
+    config["data"]["sauce"] = "x"
+    with pytest.raises(ConfigError, match=r"data: unknown key\(s\) \['sauce'\]; allowed keys: \["):
+        validate_config(config, "cfg.yaml")
+
+
+def test_experiment_table():
+    table = load_experiments(REPO / "config" / "experiments.tsv")
+    paper = select_experiments(table, "paper")
+    assert len(paper) == 24 and len(table) == 25
+    assert {table[e].paper_id for e in paper} >= {
+        "dbr0",
+        "dbr15",
+        "dbr156",
+        "dbr3",
+        "dbr5",
+        "dbr11",
+    }
+    assert table["synpre_real_frozen_dp_eps6"].source == "syn_full_nodp"
+    assert table["synfrozen_to_real_dp_eps6"].source == "syn_frozen_nodp"
+    assert table["synfrozendp60_to_real_dp_eps6"].source == "syn_frozen_dp_eps60"
+    assert table["realdp6_to_syn_frozen_nodp"].source == "real_frozen_dp_eps6"
+    eps = sorted(table[e].dp_epsilon for e in paper if e.startswith("real_frozen_dp"))
+    assert eps == [1, 6, 12, 20, 60]
+    with pytest.raises(ConfigError, match=r"unknown experiment id\(s\) \['nope'\]"):
+        select_experiments(table, ["nope"])
+
+
+def _table(tmp_path, rows):
+    head = "experiment\tpaper_id\tgroup\ttrain_data\ttrained\thead\tinit\tdp_epsilon\tdescription\n"
+    path = tmp_path / "e.tsv"
+    path.write_text(head + "".join("\t".join(r) + "\n" for r in rows))
+    return path
+
+
+def test_table_errors(tmp_path):
+    ok = ["a", "dbr1", "real", "real", "head", "mlp", "backbone", "6", ""]
+    with pytest.raises(
+        ConfigError, match=r"e.tsv line 2: dp_epsilon = -1.0 is out of range; it must be > 0"
+    ):
+        load_experiments(_table(tmp_path, [ok[:7] + ["-1", ""]]))
+    with pytest.raises(ConfigError, match="starts from unknown experiment 'zz'"):
+        load_experiments(_table(tmp_path, [ok[:6] + ["from:zz", "6", ""]]))
+    with pytest.raises(ConfigError, match="pretraining cycle"):
+        load_experiments(
+            _table(
+                tmp_path, [ok[:6] + ["from:b", "6", ""], ["b"] + ok[1:6] + ["from:a", "none", ""]]
+            )
+        )
+    with pytest.raises(ConfigError, match="DP is supported for head training only"):
+        load_experiments(_table(tmp_path, [ok[:4] + ["all"] + ok[5:]]))

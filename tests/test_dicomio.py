@@ -1,0 +1,71 @@
+"""DICOM reading: series index for any layout, and clear errors for bad files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from mammodp import dicomio
+from mammodp.errors import UserError
+from mammodp.phantom import write_dicom
+from pydicom.uid import RLELossless
+
+
+def _write(path, pixels, **extra):
+    header = {"PatientID": "X", "StudyInstanceUID": "1.2.3", **extra}
+    write_dicom(path, pixels, header=header, series_uid="1.2.3.4", sop_uid="1.2.3.4.5", instance=1)
+
+
+def test_index_maps_series_uid_to_files(phantom_dir):
+    index = dicomio.index_series(phantom_dir / "CBIS-DDSM")
+    sizes = {len(v) for v in index.values()}
+    assert sizes <= {1, 2} and 2 in sizes
+
+
+def test_monochrome1_is_inverted(tmp_path):
+    arr = np.array([[0, 100], [200, 300]], np.uint16)
+    _write(tmp_path / "a.dcm", arr)
+    ds = pydicom.dcmread(tmp_path / "a.dcm")
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(tmp_path / "b.dcm")
+    out = dicomio.read_pixels(tmp_path / "b.dcm")
+    assert out[0, 0] == 300 and out[1, 1] == 0
+
+
+def test_truncated_file_gives_a_clear_error(tmp_path):
+    _write(tmp_path / "a.dcm", np.zeros((64, 64), np.uint16))
+    data = (tmp_path / "a.dcm").read_bytes()
+    (tmp_path / "t.dcm").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="t.dcm.*(corrupt|truncated)"):
+        dicomio.read_pixels(tmp_path / "t.dcm")
+
+
+def test_not_a_dicom(tmp_path):
+    (tmp_path / "x.dcm").write_bytes(b"hello")
+    with pytest.raises(UserError, match="x.dcm: not a readable DICOM"):
+        dicomio.read_pixels(tmp_path / "x.dcm")
+
+
+def test_compressed_pixel_data_is_decoded_or_rejected_clearly(tmp_path):
+    arr = (np.arange(64 * 64) % 4096).astype(np.uint16).reshape(64, 64)
+    _write(tmp_path / "a.dcm", arr)
+    ds = pydicom.dcmread(tmp_path / "a.dcm")
+    ds.compress(RLELossless)  # pydicom decodes RLE natively
+    ds.save_as(tmp_path / "rle.dcm")
+    assert np.array_equal(dicomio.read_pixels(tmp_path / "rle.dcm"), arr)
+    # JPEG 2000 needs a plugin that is not installed: a clear error that names the fix.
+    ds = pydicom.dcmread(tmp_path / "a.dcm")
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"
+    ds.PixelData = pydicom.encaps.encapsulate([b"\xff\x4f\xff\x51" + b"\0" * 32])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(tmp_path / "j2k.dcm", enforce_file_format=True)
+    with pytest.raises(
+        UserError, match=r"j2k.dcm: pixel data uses the compressed transfer syntax.*pylibjpeg"
+    ):
+        dicomio.read_pixels(tmp_path / "j2k.dcm")
+
+
+def test_minmax_to_uint8():
+    out = dicomio.to_uint8_minmax(np.array([[1000, 3000], [2000, 1000]], np.uint16))
+    assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
+    assert dicomio.to_uint8_minmax(np.full((2, 2), 7, np.uint16)).max() == 0

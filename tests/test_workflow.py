@@ -1,0 +1,169 @@
+"""The Snakemake workflow end to end: full-study dry-run, a tiny real run, clear failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from .conftest import REPO, tiny_config
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "workflow" / "Snakefile"),
+        "-d",
+        str(workdir),
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    return tmp_path
+
+
+def _job_counts(stdout: str) -> dict[str, int]:
+    block = stdout[stdout.index("Job stats:") :]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
+
+
+def _classify_jobs(stdout: str) -> dict[tuple[str, str], list[str]]:
+    """(experiment, seed) -> input files, from the job blocks of a dry run."""
+    jobs = {}
+    for block in stdout.split("\nrule ")[1:]:
+        if not block.startswith("classify:"):
+            continue
+        inputs = re.search(r"^\s+input: (.*)$", block, re.M)[1].split(", ")
+        output = re.search(r"^\s+output: (.*)$", block, re.M)[1]
+        out = re.search(r"results/classify/(\w+)/seed(\d+)/model.pt", output)
+        jobs[(out[1], out[2])] = inputs
+    return jobs
+
+
+def test_paper_dry_run_has_the_full_matrix_and_pretraining_edges(workdir):
+    from mammodp.config import load_experiments
+
+    r = snakemake(workdir, "-n", "--configfile", "config/paper.yaml", "--cores", "4")
+    assert r.returncode == 0, r.stderr
+    counts = _job_counts(r.stdout)
+    assert counts["classify"] == 24 * 3  # every paper experiment x seeds 42, 43, 44
+    # Without data present, the download rules are the leaves.
+    assert counts["tcia_metadata"] == 1 and counts["tcia_dicom"] == 1
+    assert "phantom" not in counts
+    jobs = _classify_jobs(r.stdout)
+    assert len(jobs) == 72
+    table = load_experiments(REPO / "config" / "experiments.tsv")
+    edges = 0
+    for (exp, seed), inputs in jobs.items():
+        models = [i for i in inputs if i.endswith("model.pt")]
+        source = table[exp].source
+        if source:
+            # The source experiment of the same seed is an input, built by a job of this DAG.
+            assert models == [f"results/classify/{source}/seed{seed}/model.pt"], (exp, seed)
+            assert (source, seed) in jobs
+            edges += 1
+        else:
+            assert models == []
+    assert edges == 8 * 3  # dbr157, dbr156, dbr158-160, dbr5, dbr11, dbr3 for each seed
+
+
+def test_broken_config_value_stops_with_one_message(workdir, write_config):
+    cfg = write_config(tiny_config(**{"classifier.dp.delta": 2}))
+    r = snakemake(workdir, "-n", "--configfile", str(cfg), "--cores", "1")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "classifier.dp.delta = 2 is out of range; it must be < 1" in out
+    assert "Traceback" not in out
+
+
+def test_missing_split_file_stops_with_one_message(workdir, write_config):
+    cfg = write_config(tiny_config(**{"data.split.file": "nowhere/split.json"}))
+    r = snakemake(workdir, "-n", "--configfile", str(cfg), "--cores", "1")
+    assert r.returncode != 0
+    assert "data.split.file = 'nowhere/split.json' does not exist" in r.stdout + r.stderr
+
+
+@pytest.mark.workflow
+def test_tiny_run_end_to_end_then_rerun_is_a_no_op(workdir, write_config):
+    config = tiny_config()
+    cfg = write_config(config)
+    r = snakemake(workdir, "--configfile", str(cfg), "--cores", "2")
+    assert r.returncode == 0, r.stderr[-4000:]
+    res = workdir / "results"
+    main = pd.read_csv(res / "tables" / "main.csv")
+    assert list(main["experiment"]) == [
+        "real_frozen_nodp",
+        "real_frozen_dp_eps6",
+        "syn_full_nodp",
+        "synpre_real_frozen_dp_eps6",
+    ]
+    assert (main["seeds_finished"] == 1).all() and main["cbis-ddsm_auroc_mean"].notna().all()
+    assert main["bcdr_auroc_mean"].notna().all()
+    md = (res / "tables" / "main.md").read_text()
+    assert md.count("| 1/1 |") == 4
+    privacy = json.loads(
+        (res / "classify" / "real_frozen_dp_eps6" / "seed1" / "privacy.json").read_text()
+    )
+    for key in (
+        "noise_multiplier",
+        "sample_rate",
+        "steps",
+        "delta",
+        "epsilon_final",
+        "chosen_epoch",
+    ):
+        assert privacy[key] is not None
+    frd = pd.read_csv(res / "fidelity" / "frd.csv")
+    assert len(frd) == 4 and frd["value"].notna().all()
+    assert (res / "figures" / "privacy_utility.png").stat().st_size > 10_000
+    again = snakemake(workdir, "--configfile", str(cfg), "--cores", "2")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.workflow
+def test_missing_dicom_fails_clearly_and_keeps_no_output(workdir, write_config):
+    cfg = write_config(tiny_config())
+    r = snakemake(workdir, "--configfile", str(cfg), "--cores", "2", "--until", "phantom")
+    assert r.returncode == 0, r.stderr[-3000:]
+    victim = next((workdir / "results" / "phantom" / "CBIS-DDSM").rglob("*full mammogram*/1-1.dcm"))
+    victim.unlink()
+    r = snakemake(workdir, "--configfile", str(cfg), "--cores", "2", "--until", "lesions")
+    assert r.returncode != 0
+    log = (workdir / "results" / "logs" / "data" / "lesions.log").read_text()
+    assert "error: " in log and "full-mammogram series" in log and "download is incomplete" in log
+    assert "Traceback" not in log
+    assert "full-mammogram series" in r.stdout + r.stderr  # the failed log is shown
+    assert not (workdir / "results" / "data" / "lesions.csv").exists()
+
+
+@pytest.mark.workflow
+def test_demo_config_end_to_end(workdir):
+    """README command 1's job: the default config on the phantom, one row per demo experiment
+    with real numbers, and a classifier trained on the phantom's real crops that learns."""
+    import yaml
+
+    r = snakemake(workdir, "--cores", "2")
+    assert r.returncode == 0, r.stderr[-4000:]
+    selected = yaml.safe_load((workdir / "config" / "config.yaml").read_text())["experiments"][
+        "select"
+    ]
+    main = pd.read_csv(workdir / "results" / "tables" / "main.csv")
+    assert sorted(main["experiment"]) == sorted(selected)
+    assert main["cbis-ddsm_auroc_mean"].notna().all() and (main["seeds_finished"] == 2).all()
+    best_non_dp_real = main[main["dp_epsilon"].isna() & main["experiment"].str.startswith("real_")]
+    assert best_non_dp_real["cbis-ddsm_auroc_mean"].max() >= 0.8

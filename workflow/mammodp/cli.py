@@ -1,0 +1,349 @@
+"""Command line: one subcommand per Snakemake rule. ``mammodp <command> --help`` lists options.
+
+Problems the user can fix (bad input, missing file, bad config) end with one line on stderr,
+``mammodp <command>: error: ...``, and exit status 2; nothing partial is left behind because every
+output is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+log = logging.getLogger("mammodp")
+
+
+def _threads(n: int) -> int:
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    import torch
+
+    torch.set_num_threads(n)
+    return n
+
+
+def cmd_phantom(a):
+    from .phantom import PhantomSpec, generate
+
+    spec = PhantomSpec(**json.loads(a.spec))
+    generate(a.out, spec)
+
+
+def cmd_lesions(a):
+    import pandas as pd
+
+    from . import lesions
+    from .fileio import write_csv
+
+    frames = []
+    if a.mass_train:
+        patients = None
+        if a.patients_file:
+            patients = set(Path(a.patients_file).read_text().split())
+        frames.append(
+            lesions.cbis_lesions(
+                {"train": a.mass_train, "test": a.mass_test},
+                a.dicom_root,
+                workers=a.workers,
+                patients=patients,
+            )
+        )
+        n_calc = lesions.count_calc_rows(a.calc or [])
+        log.info("ignored %d calcification rows (not masses, by design)", n_calc)
+    if a.bcdr:
+        frames.append(lesions.bcdr_lesions(a.bcdr))
+    table = lesions.drop_duplicates(pd.concat(frames, ignore_index=True))
+    if table.empty:
+        raise UserError("no lesions found in the inputs")
+    log.info(
+        "%d lesions: %s",
+        len(table),
+        table.groupby(["dataset", "portion", "label"]).size().to_dict(),
+    )
+    write_csv(a.out, table)
+
+
+def cmd_tcia_metadata(a):
+    from .tcia import download_metadata
+
+    download_metadata(json.loads(a.urls), a.out_dir)
+
+
+def cmd_tcia_dicom(a):
+    from .tcia import download_dicom
+
+    download_dicom(
+        a.api_url,
+        [a.mass_train, a.mass_test],
+        a.root,
+        a.max_patients,
+        manifest=a.manifest,
+        patients_file=a.patients,
+    )
+
+
+def cmd_crop(a):
+    from .crops import CropSpec, make_crops
+    from .fileio import read_csv, write_csv
+    from .lesions import LESION_COLUMNS
+
+    lesion_table = read_csv(a.lesions, required=LESION_COLUMNS)
+    spec = CropSpec(**json.loads(a.spec))
+    index = make_crops(lesion_table, a.out_dir, spec, workers=a.workers)
+    write_csv(a.index, index)
+    log.info("%d crops written to %s", len(index), a.out_dir)
+
+
+def cmd_import_processed(a):
+    from .fileio import write_csv, write_json
+    from .processed import import_processed
+
+    index, split = import_processed(a.path)
+    write_json(a.split, split)
+    write_csv(a.index, index)
+
+
+def cmd_split(a):
+    from . import split as sp
+    from .crops import CROP_COLUMNS
+    from .fileio import read_csv, read_json, write_csv, write_json
+
+    index = read_csv(a.index, required=CROP_COLUMNS)
+    if a.split_file:
+        split = sp.validate_split_file(read_json(a.split_file), a.split_file)
+        source = a.split_file
+    else:
+        split = sp.make_split(index, a.val_fraction, a.seed)
+        source = f"seeded split (seed {a.seed})"
+    manifest = sp.apply_split(index, split, source)
+    write_json(a.out_split, split)
+    write_csv(a.out_manifest, manifest)
+    counts = manifest.groupby(["dataset", "split", "label"]).size().to_dict()
+    log.info("split (%s): %s", source, counts)
+
+
+def cmd_train_gan(a):
+    import torch
+
+    from . import mcgan
+    from .fileio import read_csv
+    from .split import MANIFEST_COLUMNS
+
+    _threads(a.threads)
+    manifest = read_csv(a.manifest, required=MANIFEST_COLUMNS)
+    train = manifest[(manifest["split"] == "train") & (manifest["dataset"] == "cbis-ddsm")]
+    images = mcgan.load_images(train["path"].tolist())
+    labels = torch.tensor(train["label"].astype(int).values)
+    spec = mcgan.GanSpec(**json.loads(a.spec))
+    last = mcgan.train(images, labels, spec, a.out_dir, threads=a.threads, device=a.device)
+    log.info("MCGAN trained on %d crops: %s", len(train), last)
+
+
+def cmd_sample_gan(a):
+    from . import mcgan
+    from .fileio import write_csv
+
+    _threads(a.threads)
+    manifest = mcgan.sample(Path(a.model_dir) / "generator.pt", a.n_per_class, a.seed, a.out_dir)
+    write_csv(a.manifest, manifest)
+
+
+def cmd_published_samples(a):
+    from .fileio import write_csv
+    from .synthesis import published_manifest
+
+    write_csv(a.manifest, published_manifest(a.path))
+
+
+def cmd_frd(a):
+    from .fidelity import compute_table
+    from .fileio import read_csv, write_csv
+    from .split import MANIFEST_COLUMNS
+
+    manifest = read_csv(a.manifest, required=MANIFEST_COLUMNS)
+    synthetic = read_csv(a.synthetic, required=["path", "label"])
+    table = compute_table(manifest, synthetic, a.versions, a.seed, a.threads)
+    write_csv(a.out, table)
+
+
+def cmd_classify(a):
+    from . import classify, models
+    from .fileio import read_csv
+    from .split import MANIFEST_COLUMNS
+
+    spec = json.loads(a.job)
+    _threads(spec["threads"])
+    device = spec.get("device", "cpu")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    job = classify.Job(
+        experiment=classify.Experiment(**spec["experiment"]),
+        seed=int(spec["seed"]),
+        model=models.ModelSpec.from_dict(spec["model"]),
+        train=classify.TrainSpec(**spec["train"]),
+        dp=classify.DPSpec(**{**spec["dp"], "epsilon_window": tuple(spec["dp"]["epsilon_window"])}),
+        device=device,
+        threads=spec["threads"],
+        synthetic_generator_private=bool(spec.get("synthetic_generator_private", False)),
+    )
+    manifest = read_csv(a.manifest, required=MANIFEST_COLUMNS)
+    synthetic = read_csv(a.synthetic, required=["path", "label"]) if a.synthetic else None
+    metrics = classify.run(job, manifest, synthetic, a.source_model, a.out_dir)
+    log.info("test metrics: %s", json.dumps(metrics["test"]))
+
+
+def cmd_tables(a):
+    from . import report
+
+    report.write_tables(a.metrics, a.experiments_table, a.select, a.seeds, a.frd, a.out_dir)
+
+
+def cmd_figures(a):
+    from . import report
+
+    report.privacy_utility_figure(a.metrics, a.experiments_table, a.select, a.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mammodp", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("phantom", help="write the embedded phantom cohort")
+    s.add_argument("--spec", required=True, help="JSON: seed, patients_*, height, width")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_phantom)
+
+    s = sub.add_parser("tcia-metadata", help="download the CBIS-DDSM case-description CSVs")
+    s.add_argument(
+        "--urls", required=True, help="JSON: mass_train, mass_test, calc_train, calc_test"
+    )
+    s.add_argument("--out-dir", required=True)
+    s.set_defaults(func=cmd_tcia_metadata)
+
+    s = sub.add_parser("tcia-dicom", help="download the DICOM series the mass CSVs reference")
+    s.add_argument("--api-url", required=True)
+    s.add_argument("--mass-train", required=True)
+    s.add_argument("--mass-test", required=True)
+    s.add_argument("--root", required=True, help="download cache (resumable)")
+    s.add_argument("--max-patients", type=int)
+    s.add_argument("--manifest", required=True, help="TSV of downloaded series, written last")
+    s.add_argument("--patients", required=True, help="patients downloaded, one per line")
+    s.set_defaults(func=cmd_tcia_dicom)
+
+    s = sub.add_parser("lesions", help="case-description CSVs + DICOM / BCDR -> lesions.csv")
+    s.add_argument("--mass-train")
+    s.add_argument("--mass-test")
+    s.add_argument("--calc", nargs="*", help="calc CSVs (counted, ignored by design)")
+    s.add_argument("--dicom-root")
+    s.add_argument("--bcdr", help="BCDR folder (external test set)")
+    s.add_argument("--patients-file", help="only these CBIS-DDSM patients (partial download)")
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_lesions)
+
+    s = sub.add_parser("crop", help="lesions.csv -> 128x128 PNG crops + crop index")
+    s.add_argument("--lesions", required=True)
+    s.add_argument("--spec", required=True, help="JSON: margin, min_side, size, jitter, seed")
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--index", required=True)
+    s.add_argument("--workers", type=int, default=1)
+    s.set_defaults(func=cmd_crop)
+
+    s = sub.add_parser("import-processed", help="the study's published crops -> crop index")
+    s.add_argument("--path", required=True)
+    s.add_argument("--index", required=True)
+    s.add_argument("--split", required=True, help="where to write the published split")
+    s.set_defaults(func=cmd_import_processed)
+
+    s = sub.add_parser("split", help="patient-level split -> split.json + crops.csv")
+    s.add_argument("--index", required=True)
+    s.add_argument("--val-fraction", type=float, default=0.15)
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--split-file")
+    s.add_argument("--out-split", required=True)
+    s.add_argument("--out-manifest", required=True)
+    s.set_defaults(func=cmd_split)
+
+    s = sub.add_parser("train-gan", help="train the MCGAN on the real training crops")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--spec", required=True, help="JSON of GanSpec")
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_train_gan)
+
+    s = sub.add_parser("sample-gan", help="sample synthetic crops from a trained MCGAN")
+    s.add_argument("--model-dir", required=True)
+    s.add_argument("--n-per-class", type=int, required=True)
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_sample_gan)
+
+    s = sub.add_parser("published-samples", help="manifest of the study's synthetic crops")
+    s.add_argument("--path", required=True)
+    s.add_argument("--manifest", required=True)
+    s.set_defaults(func=cmd_published_samples)
+
+    s = sub.add_parser("frd", help="Frechet Radiomics Distance table")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--synthetic", required=True)
+    s.add_argument("--versions", nargs="+", default=["v0"])
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_frd)
+
+    s = sub.add_parser("classify", help="train and test one (experiment, seed) job")
+    s.add_argument("--job", required=True, help="JSON: experiment row, seed, model, train, dp")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--synthetic")
+    s.add_argument("--source-model")
+    s.add_argument("--out-dir", required=True)
+    s.set_defaults(func=cmd_classify)
+
+    s = sub.add_parser("tables", help="render the paper's tables")
+    s.add_argument("--metrics", nargs="*", default=[])
+    s.add_argument("--experiments-table", required=True)
+    s.add_argument("--select", nargs="+", required=True)
+    s.add_argument("--seeds", nargs="+", type=int, required=True)
+    s.add_argument("--frd")
+    s.add_argument("--out-dir", required=True)
+    s.set_defaults(func=cmd_tables)
+
+    s = sub.add_parser("figures", help="render the privacy-utility figure")
+    s.add_argument("--metrics", nargs="*", default=[])
+    s.add_argument("--experiments-table", required=True)
+    s.add_argument("--select", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_figures)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"mammodp {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

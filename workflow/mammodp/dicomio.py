@@ -1,0 +1,105 @@
+"""Reading CBIS-DDSM DICOM: a series index for any download layout, and pixel decoding with
+clear errors for what real archives contain (truncated files, compressed transfer syntaxes,
+MONOCHROME1). Header values are read only to locate and decode images; none is ever written to an
+output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+UNCOMPRESSED = {
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian
+}
+
+
+def _dcmread(path: Path, **kw) -> pydicom.Dataset:
+    try:
+        return pydicom.dcmread(path, **kw)
+    except FileNotFoundError as e:
+        raise UserError(f"{path}: DICOM file not found") from e
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(
+            f"{path}: not a readable DICOM file ({type(e).__name__}: {e}). The file is corrupt "
+            "or truncated: delete it and download it again."
+        ) from e
+
+
+def index_series(root: str | os.PathLike) -> dict[str, list[Path]]:
+    """Map SeriesInstanceUID -> DICOM files under ``root``, whatever the folder layout.
+
+    The NBIA Data Retriever names folders by description (``1.000000-ROI mask images-123``), not
+    by UID, so the case-description CSVs are joined to files through this index.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: DICOM folder not found; run the data source rule first.")
+    index: dict[str, list[Path]] = defaultdict(list)
+    for path in sorted(root.rglob("*.dcm")):
+        ds = _dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+        uid = getattr(ds, "SeriesInstanceUID", None)
+        if not uid:
+            raise UserError(f"{path}: DICOM file without SeriesInstanceUID; it cannot be matched.")
+        index[str(uid)].append(path)
+    if not index:
+        raise UserError(f"{root}: no .dcm files found; the download is missing or incomplete.")
+    return dict(index)
+
+
+def image_shape(path: str | os.PathLike) -> tuple[int, int]:
+    ds = _dcmread(Path(path), stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+    return int(ds.Rows), int(ds.Columns)
+
+
+def read_pixels(path: str | os.PathLike) -> np.ndarray:
+    """Decoded pixel array of a single-frame grayscale DICOM, MONOCHROME1 inverted to
+    MONOCHROME2 (bright = dense), as uint8 or uint16."""
+    path = Path(path)
+    ds = _dcmread(path)
+    ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "1.2.840.10008.1.2"))
+    if "PixelData" not in ds:
+        raise UserError(f"{path}: DICOM file has no pixel data.")
+    try:
+        arr = ds.pixel_array
+    except Exception as e:  # pydicom raises several types for undecodable data
+        if ts not in UNCOMPRESSED:
+            name = pydicom.uid.UID(ts).name
+            raise UserError(
+                f"{path}: pixel data uses the compressed transfer syntax {ts} ({name}), which no "
+                "installed decoder handles. Install a pydicom pixel-data plugin (pip install "
+                "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg) or decompress the file "
+                "(gdcmconv --raw IN OUT)."
+            ) from e
+        raise UserError(
+            f"{path}: pixel data cannot be decoded ({type(e).__name__}: {e}); the file is "
+            "corrupt or truncated: delete it and download it again."
+        ) from e
+    if arr.ndim != 2:
+        raise UserError(f"{path}: expected one grayscale frame, got pixel array shape {arr.shape}.")
+    if str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1":
+        arr = arr.max() - arr + arr.min()  # invert so that dense tissue is bright
+    if arr.dtype.kind == "i":
+        arr = (arr.astype(np.int32) - int(arr.min())).astype(np.uint16)
+    return arr
+
+
+def to_uint8_minmax(arr: np.ndarray) -> np.ndarray:
+    """Whole-image min-max scaling to 8 bit (the study's normalisation before cropping)."""
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi <= lo:
+        return np.zeros(arr.shape, np.uint8)
+    out = (arr.astype(np.float32) - lo) * (255.0 / (hi - lo))
+    return np.rint(out).astype(np.uint8)

@@ -1,0 +1,300 @@
+"""The lesion table: one row per mass, from the CBIS-DDSM case descriptions (joined to the DICOM
+tree through series UIDs) and from BCDR outlines.
+
+Facts honoured here (DESIGN §3): only the mass CSVs are used (calc rows are counted and
+ignored); BENIGN and BENIGN_WITHOUT_CALLBACK are benign (1), MALIGNANT is 0; the CSV's
+``000000.dcm`` names differ from the served ``1-1.dcm``; an ROI series holds mask and cropped
+patch in no fixed order (told apart by being binary and by size); a mask whose size differs from
+its mammogram is resized (nearest); every contour of the closed mask is one lesion; duplicates
+(same image, same box) are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from . import dicomio
+from .errors import UserError
+from .fileio import read_csv
+
+log = logging.getLogger(__name__)
+
+PATHOLOGY_LABEL = {"MALIGNANT": 0, "BENIGN": 1, "BENIGN_WITHOUT_CALLBACK": 1}
+MASS_COLUMNS = [
+    "patient_id",
+    "left or right breast",
+    "image view",
+    "abnormality id",
+    "pathology",
+    "image file path",
+    "cropped image file path",
+    "ROI mask file path",
+]
+BCDR_COLUMNS = [
+    "patient_id",
+    "study_id",
+    "lesion_id",
+    "segmentation_id",
+    "image_view",
+    "image_filename",
+    "lw_x_points",
+    "lw_y_points",
+    "mammography_nodule",
+    "classification",
+]
+BCDR_CLASS = {"benign": 1, "malign": 0, "malignant": 0}
+BCDR_VIEW = {1: ("RIGHT", "CC"), 2: ("LEFT", "CC"), 3: ("RIGHT", "MLO"), 4: ("LEFT", "MLO")}
+LESION_COLUMNS = [
+    "lesion_id",
+    "dataset",
+    "portion",
+    "patient_id",
+    "image_id",
+    "label",
+    "pathology",
+    "view",
+    "side",
+    "bbox_x",
+    "bbox_y",
+    "bbox_w",
+    "bbox_h",
+    "image_path",
+    "source",
+]
+CLOSING_KERNEL = 5  # "closed" mask: small gaps in hand-drawn outlines do not split a lesion
+MIN_CONTOUR_AREA = 16  # px; specks in a mask are annotation noise, not lesions
+
+
+def read_mass_csv(path: str | Path, portion: str) -> pd.DataFrame:
+    """Parse an official CBIS-DDSM mass case-description CSV exactly as published."""
+    df = read_csv(path, required=MASS_COLUMNS, dtype=str, keep_default_na=False)
+    for col in ("image file path", "cropped image file path", "ROI mask file path"):
+        df[col] = df[col].str.strip()  # the ROI path cell ends in a newline inside quotes
+    unknown = sorted(set(df["pathology"]) - set(PATHOLOGY_LABEL))
+    if unknown:
+        rows = df.index[~df["pathology"].isin(PATHOLOGY_LABEL)].tolist()
+        raise UserError(
+            f"{path}: unknown pathology value(s) {unknown} in data row(s) "
+            f"{[r + 1 for r in rows[:5]]}; expected one of {sorted(PATHOLOGY_LABEL)}."
+        )
+    df["label"] = df["pathology"].map(PATHOLOGY_LABEL).astype(int)
+    df["portion"] = portion
+    df["source"] = [f"{Path(path).name}:{i + 2}" for i in range(len(df))]  # CSV line number
+    for col, key in (
+        ("image file path", "image_series"),
+        ("cropped image file path", "crop_series"),
+        ("ROI mask file path", "mask_series"),
+    ):
+        parts = df[col].str.split("/")
+        bad = parts.str.len() < 4
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise UserError(
+                f"{path}: line {i + 2}: '{col}' = {df[col].iloc[i]!r} is not "
+                "<folder>/<StudyUID>/<SeriesUID>/<file>.dcm"
+            )
+        df[key] = parts.str[2]
+    return df
+
+
+def count_calc_rows(paths: list[str | Path]) -> int:
+    return sum(len(read_csv(p, dtype=str, keep_default_na=False)) for p in paths)
+
+
+def _split_mask_and_patch(files: list[Path], where: str) -> Path:
+    """Return the binary mask among the files of an ROI series (mask and patch come in any
+    order): the mask is binary; if several are, the largest."""
+    masks = []
+    for f in files:
+        arr = dicomio.read_pixels(f)
+        values = np.unique(arr)
+        if len(values) <= 2 and values.min() == 0:
+            masks.append((arr.size, f))
+    if not masks:
+        raise UserError(
+            f"{where}: no binary ROI mask among {[str(f) for f in files]}; the ROI series is "
+            "incomplete: download it again."
+        )
+    return max(masks, key=lambda t: (t[0], str(t[1])))[1]
+
+
+def mask_contours(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Bounding boxes (x, y, w, h) of every contour of the closed binary mask."""
+    binary = (mask > 0).astype(np.uint8)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (CLOSING_KERNEL, CLOSING_KERNEL))
+    closed = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, kernel)
+    contours, _ = cv2.findContours(closed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    boxes = [cv2.boundingRect(c) for c in contours if cv2.contourArea(c) >= MIN_CONTOUR_AREA]
+    return sorted(boxes, key=lambda b: (b[1], b[0]))
+
+
+def _resolve_row(args) -> list[dict]:
+    row, image_files, roi_files = args
+    where = f"{row['source']} ({row['image file path'].split('/')[0]})"
+    if len(image_files) != 1:
+        raise UserError(
+            f"{where}: the full-mammogram series {row['image_series']} holds {len(image_files)} "
+            "files, expected 1."
+        )
+    image_path = image_files[0]
+    mask_path = _split_mask_and_patch(roi_files, where)
+    mask = dicomio.read_pixels(mask_path)
+    shape = dicomio.image_shape(image_path)
+    if mask.shape != shape:  # known CBIS-DDSM quirk: resize, keep it binary
+        log.info("%s: mask %s resized to mammogram %s", where, mask.shape, shape)
+        mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    boxes = mask_contours(mask)
+    if not boxes:
+        raise UserError(f"{where}: ROI mask {mask_path} is empty; the annotation is unusable.")
+    folder = row["image file path"].split("/")[0]  # e.g. Mass-Training_P_00001_LEFT_CC
+    out = []
+    for k, (x, y, w, h) in enumerate(boxes, start=1):
+        suffix = f"_{k}" if len(boxes) > 1 else ""
+        out.append(
+            {
+                "lesion_id": f"cbis-ddsm__{folder}_{row['abnormality id']}{suffix}",
+                "dataset": "cbis-ddsm",
+                "portion": row["portion"],
+                "patient_id": f"cbis-ddsm__{row['patient_id']}",
+                "image_id": folder,
+                "label": int(row["label"]),
+                "pathology": row["pathology"],
+                "view": row["image view"],
+                "side": row["left or right breast"],
+                "bbox_x": x,
+                "bbox_y": y,
+                "bbox_w": w,
+                "bbox_h": h,
+                "image_path": str(image_path),
+                "source": row["source"],
+            }
+        )
+    return out
+
+
+def cbis_lesions(
+    mass_csvs: dict[str, str | Path],
+    dicom_root: str | Path,
+    workers: int = 1,
+    patients: set[str] | None = None,
+) -> pd.DataFrame:
+    """Lesions of the CBIS-DDSM mass CSVs (``{"train": path, "test": path}``), optionally only
+    of ``patients`` (a partial download)."""
+    frames = [read_mass_csv(p, portion) for portion, p in mass_csvs.items()]
+    rows = pd.concat(frames, ignore_index=True)
+    if patients is not None:
+        keep = rows["patient_id"].isin(patients)
+        log.info("subset: %d of %d mass rows (%d patients)", keep.sum(), len(rows), len(patients))
+        rows = rows[keep].reset_index(drop=True)
+    index = dicomio.index_series(dicom_root)
+    jobs = []
+    for _, row in rows.iterrows():
+        image_files = index.get(row["image_series"])
+        if not image_files:
+            raise UserError(
+                f"{row['source']}: full-mammogram series {row['image_series']} "
+                f"({row['image file path']}) not found under {dicom_root}; the download is "
+                "incomplete: rerun the data source rule."
+            )
+        roi = sorted(set(index.get(row["crop_series"], []) + index.get(row["mask_series"], [])))
+        if not roi:
+            raise UserError(
+                f"{row['source']}: ROI series {row['mask_series']} ({row['ROI mask file path']}) "
+                f"not found under {dicom_root}; the download is incomplete: rerun the data "
+                "source rule."
+            )
+        jobs.append((row.to_dict(), image_files, roi))
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_resolve_row, jobs, chunksize=8))
+    else:
+        results = [_resolve_row(j) for j in jobs]
+    return pd.DataFrame([lesion for rs in results for lesion in rs], columns=LESION_COLUMNS)
+
+
+def _parse_points(text: str, where: str) -> np.ndarray:
+    try:
+        return np.array([int(float(v)) for v in str(text).split()], dtype=np.int32)
+    except ValueError as e:
+        raise UserError(f"{where}: outline points {text!r} are not integers") from e
+
+
+def bcdr_lesions(root: str | Path) -> pd.DataFrame:
+    """Mass lesions of every ``*outlines*.csv`` under a BCDR folder (published layout: the
+    image_filename column is relative to the CSV's folder; cells carry leading spaces)."""
+    root = Path(root)
+    csvs = sorted(root.rglob("*outlines*.csv"))
+    if not csvs:
+        raise UserError(
+            f"{root}: no BCDR outlines CSV (*outlines*.csv) found. BCDR is available on request "
+            "from https://bcdr.eu; place its dataset folders there, or set data.external: none."
+        )
+    out = []
+    for csv_path in csvs:
+        df = read_csv(csv_path, required=BCDR_COLUMNS, dtype=str, keep_default_na=False)
+        df = df.apply(lambda c: c.str.strip())
+        ignored = 0
+        for i, row in df.iterrows():
+            where = f"{csv_path.name}:{i + 2}"
+            if row["mammography_nodule"] != "1":
+                ignored += 1  # calcifications and other findings are not masses
+                continue
+            cls = row["classification"].lower()
+            if cls not in BCDR_CLASS:
+                raise UserError(
+                    f"{csv_path}: line {i + 2}: unknown classification {row['classification']!r};"
+                    f" expected one of {sorted(BCDR_CLASS)} (any case)."
+                )
+            xs = _parse_points(row["lw_x_points"], where)
+            ys = _parse_points(row["lw_y_points"], where)
+            if len(xs) < 3 or len(xs) != len(ys):
+                raise UserError(f"{csv_path}: line {i + 2}: outline needs >= 3 matching x/y points")
+            x, y, w, h = cv2.boundingRect(np.stack([xs, ys], axis=1))
+            image_path = csv_path.parent / row["image_filename"]
+            if not image_path.is_file():
+                raise UserError(f"{csv_path}: line {i + 2}: image {image_path} not found.")
+            side, view = BCDR_VIEW.get(int(row["image_view"]), ("", ""))
+            pid = row["patient_id"]
+            out.append(
+                {
+                    "lesion_id": f"bcdr__{pid}_s{row['study_id']}_l{row['lesion_id']}"
+                    f"_seg{row['segmentation_id']}_v{row['image_view']}",
+                    "dataset": "bcdr",
+                    "portion": "test",
+                    "patient_id": f"bcdr__{pid}",
+                    "image_id": image_path.stem,
+                    "label": BCDR_CLASS[cls],
+                    "pathology": "BENIGN" if BCDR_CLASS[cls] else "MALIGNANT",
+                    "view": view,
+                    "side": side,
+                    "bbox_x": x,
+                    "bbox_y": y,
+                    "bbox_w": w,
+                    "bbox_h": h,
+                    "image_path": str(image_path),
+                    "source": where,
+                }
+            )
+        log.info("%s: %d outline rows are not masses and were ignored", csv_path, ignored)
+    return pd.DataFrame(out, columns=LESION_COLUMNS)
+
+
+def drop_duplicates(df: pd.DataFrame) -> pd.DataFrame:
+    """Drop lesions with the same image and the same box (duplicated metadata rows)."""
+    key = ["image_path", "bbox_x", "bbox_y", "bbox_w", "bbox_h"]
+    dup = df.duplicated(subset=key, keep="first")
+    if dup.any():
+        log.info("dropped %d duplicate lesion(s): %s", dup.sum(), df.loc[dup, "source"].tolist())
+    out = df.loc[~dup].copy()
+    # Distinct lesions must have distinct ids (a duplicated CSV row shares the id).
+    clash = out["lesion_id"].duplicated(keep=False)
+    if clash.any():
+        counts = out.loc[clash].groupby("lesion_id").cumcount() + 1
+        out.loc[clash, "lesion_id"] = out.loc[clash, "lesion_id"] + "_dup" + counts.astype(str)
+    return out.reset_index(drop=True)

@@ -1,0 +1,344 @@
+"""The paper's tables and figures, computed from the per-run files (nothing typed in by hand).
+
+Main table: one row per experiment, grouped as the study (real, real + synthetic, synthetic,
+synthetic pretraining, ablations), non-DP first then ascending epsilon; per test set accuracy, F1,
+AUROC and AUPRC as mean +/- population std over the seeds that finished. Missing runs show as
+missing, never as zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import load_experiments
+from .fileio import atomic_path, read_csv, write_csv
+
+GROUP_ORDER = ["real", "real+synthetic", "synthetic", "synthetic-pretrained", "ablation", "extra"]
+GROUP_TITLE = {
+    "real": "Real only",
+    "real+synthetic": "Real + synthetic",
+    "synthetic": "Synthetic only",
+    "synthetic-pretrained": "Synthetic pretraining, DP fine-tuning on real",
+    "ablation": "Pretraining ablations",
+    "extra": "Not in the paper",
+}
+TABLE_METRICS = ("accuracy", "f1", "auroc", "auprc")
+METRIC_TITLE = {"accuracy": "Acc", "f1": "F1", "auroc": "AUROC", "auprc": "AUPRC"}
+TEST_SETS = ("cbis-ddsm", "bcdr")
+TEST_TITLE = {"cbis-ddsm": "CBIS-DDSM test", "bcdr": "External test (BCDR)"}
+
+
+def _load_runs(metric_paths) -> dict[str, list[dict]]:
+    runs: dict[str, list[dict]] = {}
+    for p in metric_paths:
+        m = json.loads(Path(p).read_text())
+        runs.setdefault(m["experiment"], []).append(m)
+    return runs
+
+
+def _order(table, selected):
+    def key(e):
+        exp = table[e]
+        eps = -1.0 if exp.dp_epsilon is None else exp.dp_epsilon
+        return (GROUP_ORDER.index(exp.group), eps, e)
+
+    return sorted(selected, key=key)
+
+
+def summarise(metric_paths, experiments_table, selected, seeds) -> pd.DataFrame:
+    """Numeric main table: mean and population std (ddof=0) per experiment, test set, metric."""
+    table = load_experiments(experiments_table)
+    runs = _load_runs(metric_paths)
+    rows = []
+    for e in _order(table, selected):
+        exp = table[e]
+        done = [r for r in runs.get(e, []) if r["seed"] in seeds]
+        row = {
+            "group": exp.group,
+            "experiment": e,
+            "paper_id": exp.paper_id,
+            "dp_epsilon": exp.dp_epsilon,
+            "seeds_finished": len(done),
+            "seeds_planned": len(seeds),
+        }
+        for ts in TEST_SETS:
+            for m in TABLE_METRICS:
+                vals = [r["test"].get(ts, {}).get(m) for r in done]
+                vals = [v for v in vals if v is not None and not math.isnan(v)]
+                row[f"{ts}_{m}_mean"] = float(np.mean(vals)) if vals else math.nan
+                row[f"{ts}_{m}_std"] = float(np.std(vals, ddof=0)) if vals else math.nan
+                row[f"{ts}_{m}_n"] = len(vals)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(mean, std, digits=3) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _eps(v) -> str:
+    return "non-DP" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:g}"
+
+
+def _present_sets(df: pd.DataFrame) -> list[str]:
+    return [ts for ts in TEST_SETS if df[[f"{ts}_{m}_n" for m in TABLE_METRICS]].to_numpy().sum()]
+
+
+def main_markdown(df: pd.DataFrame) -> str:
+    sets = _present_sets(df) or ["cbis-ddsm"]
+    head = ["Experiment", "Paper", "ε", "Seeds"] + [
+        f"{TEST_TITLE[ts]} {METRIC_TITLE[m]}" for ts in sets for m in TABLE_METRICS
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    group = None
+    for r in df.to_dict("records"):
+        if r["group"] != group:
+            group = r["group"]
+            lines.append(f"| **{GROUP_TITLE[group]}** |" + " |" * (len(head) - 1))
+        cells = [
+            r["experiment"],
+            r["paper_id"],
+            _eps(r["dp_epsilon"]),
+            f"{r['seeds_finished']}/{r['seeds_planned']}",
+        ]
+        cells += [
+            _cell(r[f"{ts}_{m}_mean"], r[f"{ts}_{m}_std"]) for ts in sets for m in TABLE_METRICS
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (
+        "\nMean ± population standard deviation over the seeds that finished (Seeds column); "
+        "– marks a missing value. Benign is the positive class.\n"
+    )
+    return "\n".join(lines) + "\n" + note
+
+
+def _tex_escape(s: str) -> str:
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("_", r"\_"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("#", r"\#"),
+        ("±", r"$\pm$"),
+        ("–", "--"),
+        ("+", "+"),
+    ):
+        s = s.replace(a, b)
+    return s
+
+
+def main_latex(df: pd.DataFrame) -> str:
+    sets = _present_sets(df) or ["cbis-ddsm"]
+    ncol = 4 + len(sets) * len(TABLE_METRICS)
+    spec = "llrr" + "c" * (len(sets) * len(TABLE_METRICS))
+    out = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+    ]
+    top = [" ", " ", " ", " "] + [
+        rf"\multicolumn{{{len(TABLE_METRICS)}}}{{c}}{{{_tex_escape(TEST_TITLE[ts])}}}"
+        for ts in sets
+    ]
+    out.append(" & ".join(top) + r" \\")
+    rules = []
+    for i in range(len(sets)):
+        a = 5 + i * len(TABLE_METRICS)
+        rules.append(rf"\cmidrule(lr){{{a}-{a + len(TABLE_METRICS) - 1}}}")
+    out.append(" ".join(rules))
+    sub = ["Experiment", "Paper", r"$\varepsilon$", "Seeds"] + [
+        METRIC_TITLE[m] for _ in sets for m in TABLE_METRICS
+    ]
+    out.append(" & ".join(sub) + r" \\")
+    out.append(r"\midrule")
+    group = None
+    for r in df.to_dict("records"):
+        if r["group"] != group:
+            if group is not None:
+                out.append(r"\midrule")
+            group = r["group"]
+            out.append(
+                rf"\multicolumn{{{ncol}}}{{l}}{{\textit{{{_tex_escape(GROUP_TITLE[group])}}}}} \\"
+            )
+        cells = [
+            r["experiment"],
+            r["paper_id"],
+            _eps(r["dp_epsilon"]),
+            f"{r['seeds_finished']}/{r['seeds_planned']}",
+        ]
+        cells += [
+            _cell(r[f"{ts}_{m}_mean"], r[f"{ts}_{m}_std"]) for ts in sets for m in TABLE_METRICS
+        ]
+        out.append(" & ".join(_tex_escape(str(c)) for c in cells) + r" \\")
+    out += [
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\caption{Classification on the test sets: mean $\pm$ population standard deviation "
+        r"over seeds (benign positive). -- marks a missing value.}",
+        r"\label{tab:main}",
+        r"\end{table}",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def privacy_table(privacy_paths) -> pd.DataFrame:
+    rows = []
+    for p in privacy_paths:
+        d = json.loads(Path(p).read_text())
+        if not d.get("dp"):
+            continue
+        rows.append(
+            {
+                "experiment": d["experiment"],
+                "seed": d["seed"],
+                "accountant": d["accountant"],
+                "noise_multiplier": d["noise_multiplier"],
+                "sample_rate": d["sample_rate"],
+                "steps": d["steps"],
+                "delta": d["delta"],
+                "target_epsilon": d["target_epsilon"],
+                "epsilon_at_chosen_epoch": d["epsilon_at_chosen_epoch"],
+                "epsilon_final": d["epsilon_final"],
+                "chosen_epoch": d["chosen_epoch"],
+                "synthetic_in_training": d["synthetic_in_training"],
+                "generator_private": d["generator_private"],
+            }
+        )
+    cols = [
+        "experiment",
+        "seed",
+        "accountant",
+        "noise_multiplier",
+        "sample_rate",
+        "steps",
+        "delta",
+        "target_epsilon",
+        "epsilon_at_chosen_epoch",
+        "epsilon_final",
+        "chosen_epoch",
+        "synthetic_in_training",
+        "generator_private",
+    ]
+    return pd.DataFrame(rows, columns=cols).sort_values(["experiment", "seed"])
+
+
+def _markdown(df: pd.DataFrame, floatfmt=".4g") -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return "–" if math.isnan(v) else format(v, floatfmt)
+        return "–" if v is None else str(v)
+
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_tables(metric_paths, experiments_table, selected, seeds, frd_csv, out_dir) -> None:
+    out_dir = Path(out_dir)
+    df = summarise(metric_paths, experiments_table, selected, seeds)
+    write_csv(out_dir / "main.csv", df)
+    _write_text(out_dir / "main.md", main_markdown(df))
+    _write_text(out_dir / "main.tex", main_latex(df))
+    privacy_paths = [Path(p).with_name("privacy.json") for p in metric_paths]
+    priv = privacy_table(privacy_paths)
+    write_csv(out_dir / "privacy.csv", priv)
+    _write_text(out_dir / "privacy.md", _markdown(priv))
+    if frd_csv:
+        frd = read_csv(frd_csv)
+        write_csv(out_dir / "fidelity.csv", frd)
+        _write_text(out_dir / "fidelity.md", _markdown(frd.drop(columns=["frd_score_version"])))
+
+
+MARKERS = {
+    "real": "o",
+    "real+synthetic": "s",
+    "synthetic": "^",
+    "synthetic-pretrained": "D",
+    "ablation": "v",
+    "extra": "x",
+}
+LINESTYLES = {
+    "real": "-",
+    "real+synthetic": "--",
+    "synthetic": ":",
+    "synthetic-pretrained": "-.",
+    "ablation": (0, (1, 1)),
+    "extra": (0, (3, 1, 1, 1)),
+}
+GREYS = {
+    "real": "0.0",
+    "real+synthetic": "0.35",
+    "synthetic": "0.55",
+    "synthetic-pretrained": "0.2",
+    "ablation": "0.5",
+    "extra": "0.6",
+}
+
+
+def privacy_utility_figure(metric_paths, experiments_table, selected, out, test_set="cbis-ddsm"):
+    """AUROC and AUPRC vs epsilon per training regime; non-DP runs as horizontal references;
+    error bars are the population std over seeds. Readable in greyscale print."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = sorted({json.loads(Path(p).read_text())["seed"] for p in metric_paths}) or [0]
+    df = summarise(metric_paths, experiments_table, selected, seeds)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+    dp_eps = sorted({e for e in df["dp_epsilon"] if e is not None and not pd.isna(e)})
+    for ax, metric in zip(axes, ("auroc", "auprc"), strict=True):
+        for group in GROUP_ORDER:
+            g = df[df["group"] == group]
+            if g.empty:
+                continue
+            style = dict(color=GREYS[group], marker=MARKERS[group], linestyle=LINESTYLES[group])
+            dp = g[g["dp_epsilon"].notna()].sort_values("dp_epsilon")
+            dp = dp[dp[f"{test_set}_{metric}_n"] > 0]
+            if len(dp):
+                ax.errorbar(
+                    dp["dp_epsilon"],
+                    dp[f"{test_set}_{metric}_mean"],
+                    yerr=dp[f"{test_set}_{metric}_std"],
+                    capsize=3,
+                    label=f"{GROUP_TITLE[group]} (DP)",
+                    **style,
+                )
+            nodp = g[g["dp_epsilon"].isna() & (g[f"{test_set}_{metric}_n"] > 0)]
+            for _, r in nodp.iterrows():
+                ax.axhline(
+                    r[f"{test_set}_{metric}_mean"],
+                    color=GREYS[group],
+                    linewidth=1,
+                    linestyle=LINESTYLES[group],
+                    alpha=0.8,
+                    label=f"{GROUP_TITLE[group]}: {r['experiment']} (non-DP)",
+                )
+        if dp_eps:
+            ax.set_xscale("log")
+            ax.set_xticks(dp_eps, [f"{e:g}" for e in dp_eps])
+        ax.set_xlabel("privacy budget ε (δ fixed)")
+        ax.set_ylabel(f"{METRIC_TITLE[metric]} ({TEST_TITLE[test_set]})")
+        ax.grid(True, alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=7, frameon=False)
+    fig.suptitle("Privacy–utility trade-off (mean ± std over seeds)", fontsize=10)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=150, format=out.suffix.lstrip(".") or "png")
+    plt.close(fig)

@@ -1,0 +1,144 @@
+import json
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+# The package lives beside the rules; importable even when only Snakemake is installed.
+sys.path.insert(0, str(Path(workflow.basedir)))
+from mammodp.config import (  # noqa: E402
+    ConfigError,
+    load_experiments,
+    select_experiments,
+    validate_config,
+)
+
+CONFIG_SOURCE = (
+    ", ".join(map(str, workflow.config_settings.configfiles)) or "config/config.yaml"
+)
+try:
+    validate_config(config, source=CONFIG_SOURCE)
+    EXPERIMENTS = load_experiments(config["experiments"]["table"])
+    SELECTED = select_experiments(EXPERIMENTS, config["experiments"]["select"])
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
+
+# Rules call the `mammodp` CLI; find it beside the Python running Snakemake when it is not on PATH.
+shell.prefix(f'set -euo pipefail; export PATH="$PATH:{Path(sys.executable).parent}"; ')
+
+SEEDS = [int(s) for s in config["seeds"]]
+DATA = "results/data"
+GENERATOR = config["synthesis"]["generator"]
+GPU_JOBS = config["device"] in ("cuda", "auto")
+
+
+wildcard_constraints:
+    experiment="[a-z0-9_]+",
+    seed=r"\d+",
+
+
+def as_json(obj):
+    """Compact, key-sorted JSON for a shell argument (stable, so params changes are real)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+CASE_CSVS = {
+    "mass_train": "mass_case_description_train_set.csv",
+    "mass_test": "mass_case_description_test_set.csv",
+    "calc_train": "calc_case_description_train_set.csv",
+    "calc_test": "calc_case_description_test_set.csv",
+}
+SOURCE_ROOT = {"phantom": "results/phantom", "tcia": "resources/tcia"}
+
+
+def lesion_inputs(wildcards):
+    """Case-description CSVs and the DICOM tree (or its download manifest) of the source."""
+    source = config["data"]["source"]
+    root = SOURCE_ROOT[source]
+    inputs = {k: f"{root}/metadata/{name}" for k, name in CASE_CSVS.items()}
+    if source == "phantom":
+        inputs["dicom"] = f"{root}/CBIS-DDSM"
+        if config["data"]["external"] == "bcdr":
+            inputs["bcdr"] = f"{root}/BCDR"
+    else:
+        inputs["dicom"] = f"{root}/CBIS-DDSM.complete"
+        inputs["patients"] = f"{root}/patients.txt"
+    return inputs
+
+
+def lesion_args(wildcards, input):
+    """Command-line options of `mammodp lesions` for the configured source."""
+    source = config["data"]["source"]
+    args = [f"--dicom-root {SOURCE_ROOT[source]}/CBIS-DDSM"]
+    if "patients" in input.keys():
+        args.append(f"--patients-file {input.patients}")
+    if config["data"]["external"] == "bcdr":
+        bcdr = input.bcdr if "bcdr" in input.keys() else config["data"]["bcdr"]["path"]
+        args.append(f"--bcdr {bcdr}")
+    return " ".join(args)
+
+
+def crop_index():
+    if config["data"]["source"] == "processed":
+        return f"{DATA}/processed/crop_index.csv"
+    return f"{DATA}/crop_index.csv"
+
+
+def split_file_input():
+    if config["data"]["split"]["file"]:
+        return config["data"]["split"]["file"]
+    if config["data"]["source"] == "processed":
+        return f"{DATA}/processed/published_split.json"
+    return []
+
+
+def synthetic_manifest():
+    return f"results/synthesis/{GENERATOR}/manifest.csv"
+
+
+def run_dir(experiment, seed):
+    return f"results/classify/{experiment}/seed{seed}"
+
+
+def classify_inputs(wildcards):
+    exp = EXPERIMENTS[wildcards.experiment]
+    inputs = {"manifest": f"{DATA}/crops.csv"}
+    if "synthetic" in exp.train_data:
+        inputs["synthetic"] = synthetic_manifest()
+    if exp.source:
+        # Pretraining is a DAG edge: the source experiment of the same seed.
+        inputs["source_model"] = f"{run_dir(exp.source, wildcards.seed)}/model.pt"
+    return inputs
+
+
+def optional_flag(inputs, name, flag):
+    return f"{flag} {inputs[name]}" if name in inputs.keys() else ""
+
+
+def job_json(wildcards):
+    exp = EXPERIMENTS[wildcards.experiment]
+    c = config["classifier"]
+    return as_json(
+        {
+            "experiment": {**exp.__dict__},
+            "seed": int(wildcards.seed),
+            "model": c["model"],
+            "train": c["train"],
+            "dp": c["dp"],
+            "device": config["device"],
+            "threads": c["threads"],
+            "synthetic_generator_private": False,
+        }
+    )
+
+
+def metrics_files():
+    return [f"{run_dir(e, s)}/metrics.json" for e in SELECTED for s in SEEDS]
+
+
+def final_outputs():
+    return [
+        "results/tables/main.md",
+        "results/figures/privacy_utility.png",
+        "results/fidelity/frd.csv",
+    ]

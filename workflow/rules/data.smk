@@ -1,0 +1,128 @@
+# Data stage: source -> lesions.csv -> crops + crop index -> split.json + crops.csv.
+
+
+rule phantom:
+    output:
+        csvs=expand("results/phantom/metadata/{name}", name=CASE_CSVS.values()),
+        dicom=directory("results/phantom/CBIS-DDSM"),
+        bcdr=directory("results/phantom/BCDR"),
+    log:
+        "results/logs/data/phantom.log",
+    benchmark:
+        "results/benchmarks/data/phantom.tsv"
+    params:
+        spec=as_json(config["data"]["phantom"]),
+    shell:
+        "mammodp phantom --spec {params.spec:q} --out results/phantom > {log} 2>&1"
+
+
+rule tcia_metadata:
+    output:
+        expand("resources/tcia/metadata/{name}", name=CASE_CSVS.values()),
+    log:
+        "results/logs/data/tcia_metadata.log",
+    benchmark:
+        "results/benchmarks/data/tcia_metadata.tsv"
+    params:
+        urls=as_json(config["data"]["tcia"]["metadata_urls"]),
+    shell:
+        "mammodp tcia-metadata --urls {params.urls:q} --out-dir resources/tcia/metadata"
+        " > {log} 2>&1"
+
+
+rule tcia_dicom:
+    input:
+        mass_train=f"resources/tcia/metadata/{CASE_CSVS['mass_train']}",
+        mass_test=f"resources/tcia/metadata/{CASE_CSVS['mass_test']}",
+    output:
+        manifest="resources/tcia/CBIS-DDSM.complete",
+        patients="resources/tcia/patients.txt",
+    log:
+        "results/logs/data/tcia_dicom.log",
+    benchmark:
+        "results/benchmarks/data/tcia_dicom.tsv"
+    params:
+        api_url=config["data"]["tcia"]["api_url"],
+        max_patients=lambda wc: (
+            f"--max-patients {config['data']['tcia']['max_patients']}"
+            if config["data"]["tcia"]["max_patients"]
+            else ""
+        ),
+    shell:
+        "mammodp tcia-dicom --api-url {params.api_url} --mass-train {input.mass_train}"
+        " --mass-test {input.mass_test} --root resources/tcia/CBIS-DDSM {params.max_patients}"
+        " --manifest {output.manifest} --patients {output.patients} > {log} 2>&1"
+
+
+rule lesions:
+    input:
+        unpack(lesion_inputs),
+    output:
+        f"{DATA}/lesions.csv",
+    log:
+        "results/logs/data/lesions.log",
+    benchmark:
+        "results/benchmarks/data/lesions.tsv"
+    threads: config["data"]["threads"]
+    params:
+        args=lesion_args,
+    shell:
+        "mammodp lesions --mass-train {input.mass_train} --mass-test {input.mass_test}"
+        " --calc {input.calc_train} {input.calc_test} {params.args}"
+        " --workers {threads} --out {output} > {log} 2>&1"
+
+
+rule crop:
+    input:
+        f"{DATA}/lesions.csv",
+    output:
+        crops=directory(f"{DATA}/crops"),
+        index=f"{DATA}/crop_index.csv",
+    log:
+        "results/logs/data/crop.log",
+    benchmark:
+        "results/benchmarks/data/crop.tsv"
+    threads: config["data"]["threads"]
+    params:
+        spec=as_json(config["data"]["crop"]),
+    shell:
+        "mammodp crop --lesions {input} --spec {params.spec:q} --out-dir {output.crops}"
+        " --index {output.index} --workers {threads} > {log} 2>&1"
+
+
+rule import_processed:
+    output:
+        index=f"{DATA}/processed/crop_index.csv",
+        split=f"{DATA}/processed/published_split.json",
+    log:
+        "results/logs/data/import_processed.log",
+    benchmark:
+        "results/benchmarks/data/import_processed.tsv"
+    params:
+        path=config["data"]["processed"]["path"],
+    shell:
+        "mammodp import-processed --path {params.path:q} --index {output.index}"
+        " --split {output.split} > {log} 2>&1"
+
+
+rule split:
+    input:
+        index=crop_index(),
+        split_file=split_file_input(),
+    output:
+        split=f"{DATA}/split.json",
+        manifest=f"{DATA}/crops.csv",
+    log:
+        "results/logs/data/split.log",
+    benchmark:
+        "results/benchmarks/data/split.tsv"
+    params:
+        val_fraction=config["data"]["split"]["val_fraction"],
+        seed=config["data"]["split"]["seed"],
+        split_file=lambda wc, input: (
+            f"--split-file {input.split_file}" if input.split_file else ""
+        ),
+    shell:
+        "mammodp split --index {input.index} --val-fraction {params.val_fraction}"
+        " --seed {params.seed} {params.split_file} --out-split {output.split}"
+        " --out-manifest {output.manifest} > {log} 2>&1"

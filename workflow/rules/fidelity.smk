@@ -1,0 +1,25 @@
+# Fidelity stage: Frechet Radiomics Distance between real and synthetic crops.
+
+
+rule frd:
+    input:
+        manifest=f"{DATA}/crops.csv",
+        synthetic=synthetic_manifest(),
+    output:
+        report(
+            "results/fidelity/frd.csv",
+            caption="../report/frd.rst",
+            category="Fidelity",
+        ),
+    log:
+        "results/logs/fidelity/frd.log",
+    benchmark:
+        "results/benchmarks/fidelity/frd.tsv"
+    threads: config["fidelity"]["threads"]
+    params:
+        versions=" ".join(config["fidelity"]["frd_versions"]),
+        seed=config["fidelity"]["seed"],
+    shell:
+        "mammodp frd --manifest {input.manifest} --synthetic {input.synthetic}"
+        " --versions {params.versions} --seed {params.seed} --threads {threads}"
+        " --out {output} > {log} 2>&1"

@@ -1,0 +1,54 @@
+# Synthesis stage: every generator ends in results/synthesis/<generator>/manifest.csv.
+
+
+rule train_mcgan:
+    input:
+        f"{DATA}/crops.csv",
+    output:
+        directory("results/synthesis/mcgan/model"),
+    log:
+        "results/logs/synthesis/train_mcgan.log",
+    benchmark:
+        "results/benchmarks/synthesis/train_mcgan.tsv"
+    threads: config["synthesis"]["threads"]
+    resources:
+        gpu=1 if GPU_JOBS else 0,
+    params:
+        spec=as_json(config["synthesis"]["mcgan"]),
+        device="cpu" if config["device"] == "cpu" else "cuda",
+    shell:
+        "mammodp train-gan --manifest {input} --spec {params.spec:q} --out-dir {output}"
+        " --threads {threads} --device {params.device} > {log} 2>&1"
+
+
+rule sample_mcgan:
+    input:
+        "results/synthesis/mcgan/model",
+    output:
+        images=directory("results/synthesis/mcgan/images"),
+        manifest="results/synthesis/mcgan/manifest.csv",
+    log:
+        "results/logs/synthesis/sample_mcgan.log",
+    benchmark:
+        "results/benchmarks/synthesis/sample_mcgan.tsv"
+    threads: config["synthesis"]["threads"]
+    params:
+        n=config["synthesis"]["n_per_class"],
+        seed=config["synthesis"]["seed"],
+    shell:
+        "mammodp sample-gan --model-dir {input} --n-per-class {params.n} --seed {params.seed}"
+        " --out-dir {output.images} --manifest {output.manifest} --threads {threads}"
+        " > {log} 2>&1"
+
+
+rule published_samples:
+    output:
+        "results/synthesis/published/manifest.csv",
+    log:
+        "results/logs/synthesis/published_samples.log",
+    benchmark:
+        "results/benchmarks/synthesis/published_samples.tsv"
+    params:
+        path=config["synthesis"]["published"]["path"],
+    shell:
+        "mammodp published-samples --path {params.path:q} --manifest {output} > {log} 2>&1"
