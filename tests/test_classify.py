@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from mammodp import classify, models
 
 from .test_models import TINY

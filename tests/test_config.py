@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import yaml
+
 from mammodp.config import ConfigError, load_experiments, select_experiments, validate_config
 
 from .conftest import REPO, demo_config

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pandas as pd
+
 from mammodp import lesions
 from mammodp.crops import CropSpec, crop_box, crop_lesion, make_crops
 

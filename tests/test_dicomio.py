@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import RLELossless
+
 from mammodp import dicomio
 from mammodp.errors import UserError
 from mammodp.phantom import write_dicom
-from pydicom.uid import RLELossless
 
 
 def _write(path, pixels, **extra):

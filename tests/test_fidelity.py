@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 import pytest
+
 from mammodp import fidelity
 from mammodp.errors import UserError
 

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+
 from mammodp import lesions
 from mammodp.errors import UserError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import pandas as pd
 import torch
+
 from mammodp import mcgan
 
 

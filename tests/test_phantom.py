@@ -7,6 +7,7 @@ import csv
 import numpy as np
 import pandas as pd
 import pydicom
+
 from mammodp.phantom import PhantomSpec, generate
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+
 from mammodp.errors import UserError
 from mammodp.processed import import_processed
 

@@ -8,6 +8,7 @@ import statistics
 
 import cv2
 import pandas as pd
+
 from mammodp import report
 
 from .conftest import REPO

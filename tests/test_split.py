@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+
 from mammodp import split as sp
 from mammodp.errors import UserError
 

@@ -261,9 +261,7 @@ def train_full(
             optimizer.step()
             total += loss.item() * len(idx)
         model.eval()
-        val_loss, val_p = _evaluate(
-            model, val_x, val_y.to(device), loss_fn, t.feature_batch_size, device
-        )
+        val_loss, val_p = _evaluate(model, val_x, val_y, loss_fn, t.feature_batch_size, device)
         m = classification_metrics(val_y.numpy(), val_p)
         history.append(
             {

@@ -27,6 +27,15 @@ def _threads(n: int) -> int:
     return n
 
 
+def resolve_device(device: str) -> str:
+    """``auto`` means cuda when this machine has a GPU."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def cmd_phantom(a):
     from .phantom import PhantomSpec, generate
 
@@ -140,7 +149,8 @@ def cmd_train_gan(a):
     images = mcgan.load_images(train["path"].tolist())
     labels = torch.tensor(train["label"].astype(int).values)
     spec = mcgan.GanSpec(**json.loads(a.spec))
-    last = mcgan.train(images, labels, spec, a.out_dir, threads=a.threads, device=a.device)
+    device = resolve_device(a.device)
+    last = mcgan.train(images, labels, spec, a.out_dir, threads=a.threads, device=device)
     log.info("MCGAN trained on %d crops: %s", len(train), last)
 
 
@@ -178,11 +188,7 @@ def cmd_classify(a):
 
     spec = json.loads(a.job)
     _threads(spec["threads"])
-    device = spec.get("device", "cpu")
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(spec.get("device", "cpu"))
     job = classify.Job(
         experiment=classify.Experiment(**spec["experiment"]),
         seed=int(spec["seed"]),

@@ -29,7 +29,20 @@ shell.prefix(f'set -euo pipefail; export PATH="$PATH:{Path(sys.executable).paren
 SEEDS = [int(s) for s in config["seeds"]]
 DATA = "results/data"
 GENERATOR = config["synthesis"]["generator"]
-GPU_JOBS = config["device"] in ("cuda", "auto")
+
+def gpu_jobs():
+    """Whether GPU rules request a gpu resource: always for cuda; for auto, when the machine
+    parsing the workflow has a GPU (on a cluster, set device: cuda)."""
+    if config["device"] == "cuda":
+        return True
+    if config["device"] == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
+GPU_JOBS = gpu_jobs()
 
 
 wildcard_constraints:
@@ -132,8 +145,8 @@ def job_json(wildcards):
     )
 
 
-def metrics_files():
-    return [f"{run_dir(e, s)}/metrics.json" for e in SELECTED for s in SEEDS]
+def run_files(name):
+    return [f"{run_dir(e, s)}/{name}" for e in SELECTED for s in SEEDS]
 
 
 def final_outputs():

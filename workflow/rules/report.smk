@@ -3,7 +3,8 @@
 
 rule tables:
     input:
-        metrics=metrics_files(),
+        metrics=run_files("metrics.json"),
+        privacy=run_files("privacy.json"),
         experiments=config["experiments"]["table"],
         frd="results/fidelity/frd.csv",
     output:
@@ -29,7 +30,7 @@ rule tables:
 
 rule figures:
     input:
-        metrics=metrics_files(),
+        metrics=run_files("metrics.json"),
         experiments=config["experiments"]["table"],
     output:
         report(

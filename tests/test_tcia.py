@@ -1,0 +1,153 @@
+"""TCIA download against a local fake NBIA server that injects faults."""
+
+from __future__ import annotations
+
+import io
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import pandas as pd
+import pydicom
+import pytest
+
+from mammodp import dicomio, lesions, tcia
+from mammodp.errors import UserError
+
+FAST = {"retries": 4, "backoff": 0.01, "timeout": 5}
+
+
+class FakeNBIA:
+    """Serves /v1/getImage?SeriesInstanceUID=... as zips and /meta/<file> as CSVs. ``faults``
+    maps a series UID to a list of faults consumed one per request: 500, reset, truncated,
+    wrong (another series' archive)."""
+
+    def __init__(self, phantom_dir):
+        self.meta = phantom_dir / "metadata"
+        self.series = dicomio.index_series(phantom_dir / "CBIS-DDSM")
+        self.faults: dict[str, list[str]] = {}
+        self.requests: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                url = urlparse(self.path)
+                if url.path.startswith("/meta/"):
+                    return self._send((fake.meta / url.path.split("/")[-1]).read_bytes())
+                uid = parse_qs(url.query)["SeriesInstanceUID"][0]
+                fake.requests.append(uid)
+                fault = fake.faults.get(uid, []).pop(0) if fake.faults.get(uid) else None
+                if fault == "500":
+                    self.send_response(500)
+                    self.end_headers()
+                    return None
+                body = fake.archive(uid)
+                if fault == "wrong":
+                    other = next(u for u in fake.series if u != uid)
+                    body = fake.archive(other)
+                if fault == "truncated":
+                    body = body[: len(body) // 2]
+                if fault == "reset":  # promise the whole body, send half, hang up
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 3])
+                    self.wfile.flush()
+                    self.connection.close()
+                    return None
+                return self._send(body)
+
+            def _send(self, body):
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def archive(self, uid):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for i, path in enumerate(sorted(self.series[uid]), start=1):
+                zf.writestr(f"1-{i}.dcm", path.read_bytes())
+        return buf.getvalue()
+
+
+@pytest.fixture
+def server(phantom_dir):
+    fake = FakeNBIA(phantom_dir)
+    yield fake
+    fake.server.shutdown()
+
+
+def _download(server, tmp_path, max_patients=3, **kw):
+    meta = tmp_path / "metadata"
+    urls = {k: f"{server.url}/meta/{v}" for k, v in {
+        "mass_train": "mass_case_description_train_set.csv",
+        "mass_test": "mass_case_description_test_set.csv",
+        "calc_train": "calc_case_description_train_set.csv",
+        "calc_test": "calc_case_description_test_set.csv"}.items()}  # fmt: skip
+    tcia.download_metadata(urls, meta, **FAST)
+    csvs = [
+        meta / "mass_case_description_train_set.csv",
+        meta / "mass_case_description_test_set.csv",
+    ]
+    tcia.download_dicom(f"{server.url}/v1/", csvs, tmp_path / "CBIS-DDSM", max_patients,
+                        manifest=tmp_path / "done.tsv", patients_file=tmp_path / "patients.txt",
+                        **{**FAST, **kw})  # fmt: skip
+    return csvs
+
+
+def _all_files_valid(root):
+    for done in root.glob("*.done"):
+        uid = done.name[: -len(".done")]
+        files = list((root / uid).glob("*.dcm"))
+        assert files and int(done.read_text()) == len(files)
+        for f in files:
+            assert pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID == uid
+
+
+def test_download_then_lesions_from_the_downloaded_tree(server, tmp_path):
+    csvs = _download(server, tmp_path)
+    patients = set((tmp_path / "patients.txt").read_text().split())
+    assert len(patients) == 3
+    manifest = pd.read_csv(tmp_path / "done.tsv", sep="\t")
+    assert len(manifest) == len(set(server.requests))
+    _all_files_valid(tmp_path / "CBIS-DDSM")
+    table = lesions.cbis_lesions({"train": csvs[0], "test": csvs[1]}, tmp_path / "CBIS-DDSM",
+                                 patients=patients)  # fmt: skip
+    assert set(table["patient_id"].str.removeprefix("cbis-ddsm__")) == patients
+
+
+def test_faults_are_retried_and_never_accepted(server, tmp_path):
+    uids, _ = tcia.needed_series([server.meta / "mass_case_description_train_set.csv"], 2)
+    for uid, fault in zip(uids, ["500", "reset", "truncated", "wrong", "500"], strict=False):
+        server.faults[uid] = [fault, fault] if fault == "500" else [fault]
+    _download(server, tmp_path, max_patients=2)
+    _all_files_valid(tmp_path / "CBIS-DDSM")
+    assert not any(server.faults.values())  # every fault was served
+
+
+def test_interrupted_run_resumes_without_refetching(server, tmp_path):
+    uids, _ = tcia.needed_series([server.meta / "mass_case_description_train_set.csv"], 2)
+    server.faults[uids[-1]] = ["wrong"] * 5  # the last series fails for good: the run stops
+    with pytest.raises(UserError, match="every download was rejected"):
+        _download(server, tmp_path, max_patients=2)
+    assert not (tmp_path / "done.tsv").exists()  # the run did not complete
+    finished = {p.name[: -len(".done")] for p in (tmp_path / "CBIS-DDSM").glob("*.done")}
+    assert finished and uids[-1] not in finished
+    server.requests.clear()
+    _download(server, tmp_path, max_patients=2)
+    assert not finished & set(server.requests)  # finished series are not fetched again
+    _all_files_valid(tmp_path / "CBIS-DDSM")
+
+
+def test_unreachable_api_is_one_clear_error(tmp_path):
+    with pytest.raises(UserError, match="cannot download http://127.0.0.1:9/x after 2 attempts"):
+        tcia.fetch("http://127.0.0.1:9/x", retries=2, backoff=0.01, timeout=2)
