@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 # Rules call the `mammodp` CLI installed in the venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test lint bench clean
 
 setup: $(STAMP)
 
@@ -33,3 +33,6 @@ lint: $(STAMP)
 
 clean:
 	rm -rf results .snakemake
+
+bench: $(STAMP)
+	$(BIN)/python workflow/bench/bench_crop.py

@@ -56,3 +56,16 @@ def test_make_crops_on_phantom(tmp_path, phantom_dir):
         assert img.shape == (128, 128) and img.dtype == np.uint8
     again = make_crops(table, tmp_path / "again", CropSpec(), workers=1)
     assert list(again["sha256"]) == list(index["sha256"])  # deterministic, worker-independent
+
+
+def test_patch_scaling_equals_scaling_the_whole_mammogram():
+    from mammodp.dicomio import to_uint8_minmax
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(300, 60000, (900, 700), dtype=np.uint16)
+    spec = CropSpec(jitter=4, seed=2)
+    bbox = (200, 300, 90, 70)
+    x0, y0, side = crop_box(bbox, image.shape, spec, "l")
+    whole = to_uint8_minmax(image)[y0 : y0 + side, x0 : x0 + side]
+    expected = cv2.resize(whole, (128, 128), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(crop_lesion(image, bbox, spec, "l"), expected)

@@ -93,3 +93,23 @@ def test_missing_roi_series(tmp_path, phantom_dir):
     }
     with pytest.raises(UserError, match="ROI series .* not found under .*download is incomplete"):
         lesions.cbis_lesions(csvs, tree)
+
+
+def test_roi_series_without_a_binary_mask(tmp_path, phantom_dir):
+    import pydicom
+
+    tree = tmp_path / "CBIS-DDSM"
+    shutil.copytree(phantom_dir / "CBIS-DDSM", tree)
+    pair = next(p.parent for p in tree.rglob("1-2.dcm"))
+    files = {f: pydicom.dcmread(f).pixel_array for f in (pair / "1-1.dcm", pair / "1-2.dcm")}
+    mask = next(f for f, a in files.items() if len(np.unique(a)) <= 2)
+    patch = next(f for f in files if f != mask)
+    ds = pydicom.dcmread(patch)
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(mask)  # the series now holds two patches and no mask
+    csvs = {
+        "train": _meta(phantom_dir, "mass_case_description_train_set"),
+        "test": _meta(phantom_dir, "mass_case_description_test_set"),
+    }
+    with pytest.raises(UserError, match="no binary ROI mask among"):
+        lesions.cbis_lesions(csvs, tree)

@@ -9,6 +9,8 @@ import pytest
 from mammodp.errors import UserError
 from mammodp.processed import import_processed
 
+from .conftest import REPO
+
 
 def test_published_counts(shared_data):
     index, split = import_processed(shared_data / "mammo_dp" / "dataset16062024")
@@ -20,6 +22,13 @@ def test_published_counts(shared_data):
     train = cbis[cbis_split == "train"]
     assert train["label"].value_counts().to_dict() == {1: 579, 0: 525}
     assert train["patient_id"].nunique() == 578
+    from mammodp.processed import duplicate_report
+
+    dups = duplicate_report(index)
+    assert len(dups) == 16 and dups["group"].nunique() == 8
+    assert set(dups["dataset"]) == {"bcdr"}
+    conflicting = dups[dups["conflicting_labels"]]
+    assert conflicting["patient_id"].unique().tolist() == ["bcdr__193"]
 
 
 def test_wrong_size_png_is_rejected(tmp_path):
@@ -41,3 +50,91 @@ def test_label_disagreement_is_rejected(tmp_path):
     )
     with pytest.raises(UserError, match="disagree on label"):
         import_processed(tmp_path)
+
+
+# ----------------------------------------------------------------------------- pinned archive
+
+
+@pytest.fixture(scope="module")
+def archive(shared_data):
+    """The published data as the repository archive would hold it (top folder + repo paths)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    root = shared_data / "mammo_dp"
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for p in sorted((root / "dataset16062024").rglob("*.png")):
+            zf.write(p, f"mammo_dp-pinned/{p.relative_to(root)}")
+        for p in sorted((root / "synthetic" / "c-dcgan").glob("*.png")):
+            zf.write(p, f"mammo_dp-pinned/extension/synthetic_data/cbis-ddsm/c-dcgan/{p.name}")
+        zf.writestr("mammo_dp-pinned/README.md", "not extracted")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def serve():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    state = {"body": b"", "requests": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            state["requests"] += 1
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(state["body"])))
+            self.end_headers()
+            self.wfile.write(state["body"])
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state["url"] = f"http://127.0.0.1:{server.server_port}/archive.zip"
+    yield state
+    server.shutdown()
+
+
+CHECKSUMS = REPO / "resources" / "mammo_dp.sha256"
+
+
+def test_fetch_verify_and_no_refetch(tmp_path, archive, serve):
+    from mammodp.processed import fetch_published
+
+    serve["body"] = archive
+    ds, syn = tmp_path / "mammo_dp" / "dataset16062024", tmp_path / "syn"
+    assert fetch_published(serve["url"], CHECKSUMS, ds, syn, retries=1) == 2804 + 3000
+    assert not (tmp_path / "mammo_dp" / "README.md").exists()
+    index, _ = import_processed(ds)
+    assert len(index) == 2804
+    assert fetch_published(serve["url"], CHECKSUMS, ds, syn, retries=1) == 0
+    assert serve["requests"] == 1  # verified local copies are not downloaded again
+    victim = next(syn.glob("*.png"))
+    victim.write_bytes(victim.read_bytes()[:-1] + b"\0")
+    with pytest.raises(
+        UserError, match=r"1 file\(s\) are missing or differ from the published data"
+    ):
+        fetch_published(serve["url"], CHECKSUMS, ds, syn, retries=1)
+
+
+def test_bad_archives_leave_nothing(tmp_path, archive, serve):
+    import io
+    import zipfile
+
+    from mammodp.processed import fetch_published
+
+    ds, syn = tmp_path / "ds", tmp_path / "syn"
+    serve["body"] = archive[: len(archive) // 2]
+    with pytest.raises(UserError, match="not a valid zip archive"):
+        fetch_published(serve["url"], CHECKSUMS, ds, syn, retries=1)
+    tampered = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(archive)) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for i, info in enumerate(src.infolist()):
+            data = src.read(info)
+            dst.writestr(info, data + b"x" if i == 7 else data)
+    serve["body"] = tampered.getvalue()
+    with pytest.raises(UserError, match="differ from the pinned checksums.*nothing was kept"):
+        fetch_published(serve["url"], CHECKSUMS, ds, syn, retries=1)
+    assert not ds.exists() and not syn.exists()

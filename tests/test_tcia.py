@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import shutil
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +40,12 @@ class FakeNBIA:
                 url = urlparse(self.path)
                 if url.path.startswith("/meta/"):
                     return self._send((fake.meta / url.path.split("/")[-1]).read_bytes())
+                if url.path.endswith("/getSeries"):
+                    listing = [
+                        {"SeriesInstanceUID": u, "ImageCount": len(f), "PatientID": "x"}
+                        for u, f in fake.series.items()
+                    ]
+                    return self._send(json.dumps(listing).encode())
                 uid = parse_qs(url.query)["SeriesInstanceUID"][0]
                 fake.requests.append(uid)
                 fault = fake.faults.get(uid, []).pop(0) if fake.faults.get(uid) else None
@@ -86,21 +94,35 @@ def server(phantom_dir):
     fake.server.shutdown()
 
 
-def _download(server, tmp_path, max_patients=3, **kw):
-    meta = tmp_path / "metadata"
-    urls = {k: f"{server.url}/meta/{v}" for k, v in {
+def _urls(server):
+    names = {
         "mass_train": "mass_case_description_train_set.csv",
         "mass_test": "mass_case_description_test_set.csv",
         "calc_train": "calc_case_description_train_set.csv",
-        "calc_test": "calc_case_description_test_set.csv"}.items()}  # fmt: skip
-    tcia.download_metadata(urls, meta, **FAST)
+        "calc_test": "calc_case_description_test_set.csv",
+    }
+    return {k: f"{server.url}/meta/{v}" for k, v in names.items()}
+
+
+def _download(server, tmp_path, max_patients=3, batch_size=4, **kw):
+    meta = tmp_path / "metadata"
+    tcia.download_metadata(_urls(server), meta, **FAST)
     csvs = [
         meta / "mass_case_description_train_set.csv",
         meta / "mass_case_description_test_set.csv",
     ]
-    tcia.download_dicom(f"{server.url}/v1/", csvs, tmp_path / "CBIS-DDSM", max_patients,
-                        manifest=tmp_path / "done.tsv", patients_file=tmp_path / "patients.txt",
-                        **{**FAST, **kw})  # fmt: skip
+    api = f"{server.url}/v1/"
+    series = tcia.list_series(api, "CBIS-DDSM", csvs, max_patients, batch_size=batch_size, **FAST)
+    (tmp_path / "patients.txt").write_text("\n".join(series.attrs["patients"]))
+    for batch in sorted(series["batch"].unique()):
+        tcia.download_batch(
+            api,
+            series,
+            batch,
+            tmp_path / "CBIS-DDSM",
+            tmp_path / f"batch{batch}.tsv",
+            **{**FAST, **kw},
+        )
     return csvs
 
 
@@ -117,11 +139,12 @@ def test_download_then_lesions_from_the_downloaded_tree(server, tmp_path):
     csvs = _download(server, tmp_path)
     patients = set((tmp_path / "patients.txt").read_text().split())
     assert len(patients) == 3
-    manifest = pd.read_csv(tmp_path / "done.tsv", sep="\t")
-    assert len(manifest) == len(set(server.requests))
+    batches = pd.concat([pd.read_csv(p, sep="\t") for p in tmp_path.glob("batch*.tsv")])
+    assert len(batches) == len(set(server.requests)) and batches["batch"].nunique() > 1
     _all_files_valid(tmp_path / "CBIS-DDSM")
-    table = lesions.cbis_lesions({"train": csvs[0], "test": csvs[1]}, tmp_path / "CBIS-DDSM",
-                                 patients=patients)  # fmt: skip
+    table = lesions.cbis_lesions(
+        {"train": csvs[0], "test": csvs[1]}, tmp_path / "CBIS-DDSM", patients=patients
+    )
     assert set(table["patient_id"].str.removeprefix("cbis-ddsm__")) == patients
 
 
@@ -138,12 +161,12 @@ def test_interrupted_run_resumes_without_refetching(server, tmp_path):
     uids, _ = tcia.needed_series([server.meta / "mass_case_description_train_set.csv"], 2)
     server.faults[uids[-1]] = ["wrong"] * 5  # the last series fails for good: the run stops
     with pytest.raises(UserError, match="every download was rejected"):
-        _download(server, tmp_path, max_patients=2)
-    assert not (tmp_path / "done.tsv").exists()  # the run did not complete
+        _download(server, tmp_path, max_patients=2, batch_size=100)
+    assert not (tmp_path / "batch0.tsv").exists()  # the batch did not complete
     finished = {p.name[: -len(".done")] for p in (tmp_path / "CBIS-DDSM").glob("*.done")}
     assert finished and uids[-1] not in finished
     server.requests.clear()
-    _download(server, tmp_path, max_patients=2)
+    _download(server, tmp_path, max_patients=2, batch_size=100)
     assert not finished & set(server.requests)  # finished series are not fetched again
     _all_files_valid(tmp_path / "CBIS-DDSM")
 
@@ -151,3 +174,44 @@ def test_interrupted_run_resumes_without_refetching(server, tmp_path):
 def test_unreachable_api_is_one_clear_error(tmp_path):
     with pytest.raises(UserError, match="cannot download http://127.0.0.1:9/x after 2 attempts"):
         tcia.fetch("http://127.0.0.1:9/x", retries=2, backoff=0.01, timeout=2)
+
+
+def test_series_missing_from_the_listing(server, tmp_path):
+    tcia.download_metadata(_urls(server), tmp_path, **FAST)
+    csv = tmp_path / "mass_case_description_train_set.csv"
+    del server.series[tcia.needed_series([csv])[0][0]]
+    with pytest.raises(UserError, match="not in TCIA's CBIS-DDSM listing"):
+        tcia.list_series(f"{server.url}/v1/", "CBIS-DDSM", [csv], **FAST)
+
+
+def test_wrong_image_count_is_rejected(phantom_dir):
+    fake = FakeNBIA(phantom_dir)
+    try:
+        uid, files = next((u, f) for u, f in fake.series.items() if len(f) == 2)
+        with pytest.raises(ValueError, match="2 DICOM files, TCIA lists 3"):
+            tcia.verify_archive(fake.archive(uid), uid, expected_files=3)
+    finally:
+        fake.server.shutdown()
+
+
+@pytest.mark.workflow
+def test_tcia_source_through_the_workflow(server, tmp_path, write_config):
+    """data.source: tcia end to end up to the lesion table, one job per download batch."""
+    from .conftest import REPO, tiny_config
+    from .test_workflow import snakemake
+
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    config = tiny_config(**{"data.source": "tcia", "data.external": "none"})
+    config["data"]["tcia"].update(
+        api_url=f"{server.url}/v1/", max_patients=4, batch_size=5, metadata_urls=_urls(server)
+    )
+    cfg = write_config(config, "tcia.yaml")
+    r = snakemake(tmp_path, "--configfile", str(cfg), "--cores", "2", "--until", "lesions")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    n_batches = len(list((tmp_path / "resources" / "tcia" / "batches").glob("*.tsv")))
+    batch_logs = list((tmp_path / "results" / "logs" / "data" / "tcia_batch").glob("*.log"))
+    assert n_batches >= 2 and len(batch_logs) == n_batches  # one job per batch
+    table = pd.read_csv(tmp_path / "results" / "data" / "lesions.csv")
+    patients = (tmp_path / "resources" / "tcia" / "patients.txt").read_text().split()
+    assert len(patients) == 4
+    assert set(table["patient_id"]) == {f"cbis-ddsm__{p}" for p in patients}

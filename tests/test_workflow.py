@@ -63,7 +63,7 @@ def test_paper_dry_run_has_the_full_matrix_and_pretraining_edges(workdir):
     counts = _job_counts(r.stdout)
     assert counts["classify"] == 24 * 3  # every paper experiment x seeds 42, 43, 44
     # Without data present, the download rules are the leaves.
-    assert counts["tcia_metadata"] == 1 and counts["tcia_dicom"] == 1
+    assert counts["tcia_metadata"] == 1 and counts["tcia_series"] == 1
     assert "phantom" not in counts
     jobs = _classify_jobs(r.stdout)
     assert len(jobs) == 72
@@ -167,3 +167,39 @@ def test_demo_config_end_to_end(workdir):
     assert main["cbis-ddsm_auroc_mean"].notna().all() and (main["seeds_finished"] == 2).all()
     best_non_dp_real = main[main["dp_epsilon"].isna() & main["experiment"].str.startswith("real_")]
     assert best_non_dp_real["cbis-ddsm_auroc_mean"].max() >= 0.8
+
+
+@pytest.mark.workflow
+def test_processed_config_on_the_published_crops(workdir, write_config, shared_data):
+    """config/processed.yaml runs the rest of the DAG on the study's published crops: the
+    non-DP and DP real-only experiments complete and land in the tables."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "processed.yaml").read_text())
+    config["data"]["processed"]["path"] = str(shared_data / "mammo_dp" / "dataset16062024")
+    config["synthesis"]["published"]["path"] = str(
+        shared_data / "mammo_dp" / "synthetic" / "c-dcgan"
+    )
+    config["seeds"] = [1]
+    config["experiments"]["select"] = ["real_frozen_nodp", "real_frozen_dp_eps6"]
+    config["classifier"]["train"]["epochs"] = 3
+    config["fidelity"]["max_images"] = 40
+    cfg = write_config(config, "processed.yaml")
+    (workdir / "resources").mkdir()
+    shutil.copy(REPO / "resources" / "mammo_dp.sha256", workdir / "resources" / "mammo_dp.sha256")
+    r = snakemake(workdir, "--configfile", str(cfg), "--cores", "2")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    manifest = pd.read_csv(workdir / "results" / "data" / "crops.csv")
+    counts = manifest.groupby(["dataset", "split"]).size().to_dict()
+    assert counts == {
+        ("bcdr", "test"): 1106,
+        ("cbis-ddsm", "test"): 402,
+        ("cbis-ddsm", "train"): 1104,
+        ("cbis-ddsm", "val"): 192,
+    }
+    main = pd.read_csv(workdir / "results" / "tables" / "main.csv")
+    assert list(main["experiment"]) == ["real_frozen_nodp", "real_frozen_dp_eps6"]
+    assert main["cbis-ddsm_auroc_mean"].notna().all() and main["bcdr_auroc_mean"].notna().all()
+    privacy = pd.read_csv(workdir / "results" / "tables" / "privacy.csv")
+    # Opacus' Poisson rate: 1 / batches per epoch of the original loader, 1 / ceil(1104 / 32).
+    assert privacy["sample_rate"].iloc[0] == pytest.approx(1 / 35)

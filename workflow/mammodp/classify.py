@@ -290,7 +290,7 @@ def _privacy_report(job: Job, engine, optimizer, loader, history, chosen: int, n
         "max_grad_norm": job.dp.max_grad_norm,
         "sample_rate": sample_rate,
         "poisson_sampling": True,
-        "expected_batch_size": job.train.batch_size,
+        "expected_batch_size": sample_rate * n_train,
         "n_train": n_train,
         "steps_per_epoch": steps_per_epoch,
         "planned_epochs": job.train.epochs,

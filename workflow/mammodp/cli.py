@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .fileio import atomic_path
 
 log = logging.getLogger("mammodp")
 
@@ -83,17 +84,39 @@ def cmd_tcia_metadata(a):
     download_metadata(json.loads(a.urls), a.out_dir)
 
 
-def cmd_tcia_dicom(a):
-    from .tcia import download_dicom
+def cmd_tcia_series(a):
+    from .fileio import write_csv
+    from .tcia import list_series
 
-    download_dicom(
-        a.api_url,
-        [a.mass_train, a.mass_test],
-        a.root,
-        a.max_patients,
-        manifest=a.manifest,
-        patients_file=a.patients,
+    patients = a.patients.split(",") if a.patients else None
+    series = list_series(
+        a.api_url, a.collection, [a.mass_train, a.mass_test], a.max_patients, patients, a.batch_size
     )
+    with atomic_path(a.patients_out) as tmp:
+        tmp.write_text("\n".join(series.attrs["patients"]) + "\n")
+    write_csv(a.out, series)
+    log.info("%d series in %d batches", len(series), series["batch"].nunique())
+
+
+def cmd_tcia_batch(a):
+    from .fileio import read_csv
+    from .tcia import download_batch
+
+    series = read_csv(a.series, required=["series_uid", "image_count", "batch"])
+    download_batch(a.api_url, series, a.batch, a.root, a.out)
+
+
+def cmd_tcia_complete(a):
+    import pandas as pd
+
+    from .fileio import read_csv, write_csv
+
+    series = read_csv(a.series, required=["series_uid", "image_count", "batch"])
+    done = pd.concat([pd.read_csv(b, sep="\t") for b in a.batches], ignore_index=True)
+    missing = sorted(set(series["series_uid"]) - set(done["series_uid"]))
+    if missing:
+        raise UserError(f"{len(missing)} series are not downloaded yet, e.g. {missing[:3]}")
+    write_csv(a.out, done)
 
 
 def cmd_crop(a):
@@ -110,11 +133,21 @@ def cmd_crop(a):
 
 def cmd_import_processed(a):
     from .fileio import write_csv, write_json
-    from .processed import import_processed
+    from .processed import duplicate_report, import_processed
 
     index, split = import_processed(a.path)
     write_json(a.split, split)
+    write_csv(a.duplicates, duplicate_report(index))
     write_csv(a.index, index)
+
+
+def cmd_fetch_published(a):
+    from .processed import fetch_published
+
+    n = fetch_published(a.url, a.checksums, a.dataset, a.synthetic)
+    log.info("published data verified (%d files extracted from the archive)", n)
+    with atomic_path(a.out) as tmp:
+        tmp.write_text(f"verified against {a.checksums}\n")
 
 
 def cmd_split(a):
@@ -177,7 +210,7 @@ def cmd_frd(a):
 
     manifest = read_csv(a.manifest, required=MANIFEST_COLUMNS)
     synthetic = read_csv(a.synthetic, required=["path", "label"])
-    table = compute_table(manifest, synthetic, a.versions, a.seed, a.threads)
+    table = compute_table(manifest, synthetic, a.versions, a.seed, a.threads, a.max_images)
     write_csv(a.out, table)
 
 
@@ -234,15 +267,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_tcia_metadata)
 
-    s = sub.add_parser("tcia-dicom", help="download the DICOM series the mass CSVs reference")
+    s = sub.add_parser("tcia-series", help="list the series the mass CSVs need, in batches")
     s.add_argument("--api-url", required=True)
+    s.add_argument("--collection", default="CBIS-DDSM")
     s.add_argument("--mass-train", required=True)
     s.add_argument("--mass-test", required=True)
-    s.add_argument("--root", required=True, help="download cache (resumable)")
     s.add_argument("--max-patients", type=int)
-    s.add_argument("--manifest", required=True, help="TSV of downloaded series, written last")
-    s.add_argument("--patients", required=True, help="patients downloaded, one per line")
-    s.set_defaults(func=cmd_tcia_dicom)
+    s.add_argument("--patients", help="comma-separated patient ids (instead of all)")
+    s.add_argument("--batch-size", type=int, default=50)
+    s.add_argument("--out", required=True)
+    s.add_argument("--patients-out", required=True)
+    s.set_defaults(func=cmd_tcia_series)
+
+    s = sub.add_parser("tcia-batch", help="download and verify one batch of series")
+    s.add_argument("--api-url", required=True)
+    s.add_argument("--series", required=True)
+    s.add_argument("--batch", type=int, required=True)
+    s.add_argument("--root", required=True, help="download cache (resumable)")
+    s.add_argument("--out", required=True, help="batch marker, written last")
+    s.set_defaults(func=cmd_tcia_batch)
+
+    s = sub.add_parser("tcia-complete", help="check that every series is downloaded")
+    s.add_argument("--series", required=True)
+    s.add_argument("--batches", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_tcia_complete)
 
     s = sub.add_parser("lesions", help="case-description CSVs + DICOM / BCDR -> lesions.csv")
     s.add_argument("--mass-train")
@@ -267,7 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--path", required=True)
     s.add_argument("--index", required=True)
     s.add_argument("--split", required=True, help="where to write the published split")
+    s.add_argument("--duplicates", required=True, help="report of byte-identical crops")
     s.set_defaults(func=cmd_import_processed)
+
+    s = sub.add_parser("fetch-published", help="download/verify the study's published data")
+    s.add_argument("--url", required=True, help="the pinned repository archive")
+    s.add_argument("--checksums", required=True)
+    s.add_argument("--dataset", required=True, help="where dataset16062024 is (or goes)")
+    s.add_argument("--synthetic", required=True, help="where the c-dcgan samples are (or go)")
+    s.add_argument("--out", required=True, help="marker written once everything is verified")
+    s.set_defaults(func=cmd_fetch_published)
 
     s = sub.add_parser("split", help="patient-level split -> split.json + crops.csv")
     s.add_argument("--index", required=True)
@@ -304,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", required=True)
     s.add_argument("--synthetic", required=True)
     s.add_argument("--versions", nargs="+", default=["v0"])
+    s.add_argument("--max-images", type=int, help="cap each set at N images (seeded sample)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", required=True)

@@ -96,10 +96,15 @@ def read_pixels(path: str | os.PathLike) -> np.ndarray:
     return arr
 
 
-def to_uint8_minmax(arr: np.ndarray) -> np.ndarray:
-    """Whole-image min-max scaling to 8 bit (the study's normalisation before cropping)."""
-    lo, hi = float(arr.min()), float(arr.max())
+def to_uint8_minmax(
+    arr: np.ndarray, lo: float | None = None, hi: float | None = None
+) -> np.ndarray:
+    """Min-max scaling to 8 bit (the study's normalisation before cropping). ``lo``/``hi`` are
+    the whole image's extremes when ``arr`` is a patch of it, so that scaling a patch equals
+    patching the scaled image."""
+    lo = float(arr.min()) if lo is None else float(lo)
+    hi = float(arr.max()) if hi is None else float(hi)
     if hi <= lo:
         return np.zeros(arr.shape, np.uint8)
-    out = (arr.astype(np.float32) - lo) * (255.0 / (hi - lo))
+    out = (arr.astype(np.float32) - lo) * np.float32(255.0 / (hi - lo))
     return np.rint(out).astype(np.uint8)

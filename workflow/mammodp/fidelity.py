@@ -45,11 +45,21 @@ def halves(paths: list[str], seed: int) -> tuple[list[str], list[str]]:
     return [paths[i] for i in sorted(perm[:mid])], [paths[i] for i in sorted(perm[mid:])]
 
 
-def comparisons(manifest: pd.DataFrame, synthetic: pd.DataFrame, seed: int) -> list[tuple]:
+def _cap(paths: list[str], max_images: int | None, seed: int) -> list[str]:
+    """At most ``max_images`` paths, a seeded sample (a quicker, noisier estimate)."""
+    if not max_images or len(paths) <= max_images:
+        return paths
+    rng = np.random.default_rng(seed)
+    return sorted(paths[i] for i in rng.choice(len(paths), max_images, replace=False))
+
+
+def comparisons(
+    manifest: pd.DataFrame, synthetic: pd.DataFrame, seed: int, max_images: int | None = None
+) -> list[tuple]:
     """(name_a, paths_a, name_b, paths_b) for the study's four comparisons."""
     real_train = manifest[(manifest["split"] == "train") & (manifest["dataset"] == "cbis-ddsm")]
-    real = sorted(real_train["path"])
-    syn = sorted(synthetic["path"])
+    real = _cap(sorted(real_train["path"]), max_images, seed)
+    syn = _cap(sorted(synthetic["path"]), max_images, seed)
     ra, rb = halves(real, seed)
     sa, sb = halves(syn, seed)
     out = [
@@ -58,9 +68,9 @@ def comparisons(manifest: pd.DataFrame, synthetic: pd.DataFrame, seed: int) -> l
         ("synthetic_half1", sa, "synthetic_half2", sb),
     ]
     test = manifest[manifest["split"] == "test"]
-    external = sorted(test.loc[test["dataset"] != "cbis-ddsm", "path"])
+    external = _cap(sorted(test.loc[test["dataset"] != "cbis-ddsm", "path"]), max_images, seed)
     if external:
-        cbis_test = sorted(test.loc[test["dataset"] == "cbis-ddsm", "path"])
+        cbis_test = _cap(sorted(test.loc[test["dataset"] == "cbis-ddsm", "path"]), max_images, seed)
         out.append(("cbis-ddsm_test", cbis_test, "external_test", external))
     return out
 
@@ -83,12 +93,17 @@ def frd_value(paths_a: list[str], paths_b: list[str], version: str, workers: int
 
 
 def compute_table(
-    manifest: pd.DataFrame, synthetic: pd.DataFrame, versions: list[str], seed: int, workers: int
+    manifest: pd.DataFrame,
+    synthetic: pd.DataFrame,
+    versions: list[str],
+    seed: int,
+    workers: int,
+    max_images: int | None = None,
 ) -> pd.DataFrame:
     from frd_score import __version__ as frd_score_version
 
     rows = []
-    for name_a, a, name_b, b in comparisons(manifest, synthetic, seed):
+    for name_a, a, name_b, b in comparisons(manifest, synthetic, seed, max_images):
         for version in versions:
             value = frd_value(a, b, version, workers)
             log.info("FRD %s %s vs %s: %.4f", version, name_a, name_b, value)

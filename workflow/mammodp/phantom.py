@@ -516,6 +516,7 @@ def _cbis_cohort(
 def _bcdr_cohort(out: Path, spec: PhantomSpec, rng: np.random.Generator) -> list[list]:
     """Write the BCDR-format external set: 8-bit TIFF, other size, tone and texture."""
     root = out / "BCDR" / "BCDR-D01_dataset"
+    root.mkdir(parents=True, exist_ok=True)
     h, w = int(spec.height * 0.75), int(spec.width * 0.8)
     rows = []
     patient = 0

@@ -73,17 +73,137 @@ def import_processed(root: str | Path) -> tuple[pd.DataFrame, dict[str, list[str
             f"{root}: no published crops found (expected <dataset>/<split>/<class>/*.png)"
         )
     index = pd.DataFrame(rows, columns=CROP_COLUMNS)
-    dups = index[index.duplicated("sha256", keep=False)]
-    if len(dups):
-        conflicts = dups.groupby("sha256")["label"].nunique()
-        log.warning(
-            "%d byte-identical crops in %d groups (%d with conflicting labels); policy: all are "
-            "kept, as in the study's evaluation: %s",
-            len(dups),
-            dups["sha256"].nunique(),
-            int((conflicts > 1).sum()),
-            sorted(dups["lesion_id"]),
-        )
     published = {k: sorted(v) for k, v in split.items()}
     check_no_leak(published)
     return index, published
+
+
+DUPLICATE_POLICY = "keep all (as in the study's evaluation); listed for transparency"
+
+
+def duplicate_report(index: pd.DataFrame) -> pd.DataFrame:
+    """Byte-identical crops (the published BCDR set holds 8 pairs, one with conflicting
+    labels), one row per crop, with the policy applied."""
+    dups = index[index.duplicated("sha256", keep=False)].copy()
+    group = {h: i for i, h in enumerate(sorted(dups["sha256"].unique()), start=1)}
+    dups["group"] = dups["sha256"].map(group)
+    dups["conflicting_labels"] = dups.groupby("sha256")["label"].transform("nunique") > 1
+    dups["policy"] = DUPLICATE_POLICY
+    if len(dups):
+        log.warning(
+            "%d byte-identical crops in %d groups (%d with conflicting labels); policy: %s",
+            len(dups),
+            len(group),
+            dups.loc[dups["conflicting_labels"], "group"].nunique(),
+            DUPLICATE_POLICY,
+        )
+    cols = ["group", "lesion_id", "patient_id", "dataset", "label", "conflicting_labels", "policy"]
+    return dups.sort_values(["group", "lesion_id"])[cols].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- the pinned archive
+
+ARCHIVE_PREFIXES = {
+    "dataset16062024/": "dataset",
+    "extension/synthetic_data/cbis-ddsm/c-dcgan/": "synthetic",
+}
+ARCHIVE_PREFIXES_BY_KEY = {v: k for k, v in ARCHIVE_PREFIXES.items()}
+
+
+def read_checksums(path: str | Path) -> dict[str, str]:
+    """``sha256  relative/path`` lines (# comments allowed) -> {relative path: sha256}."""
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            digest, rel = line.split(maxsplit=1)
+            out[rel.strip()] = digest
+    return out
+
+
+def _target(rel: str, roots: dict[str, Path]) -> Path | None:
+    for prefix, key in ARCHIVE_PREFIXES.items():
+        if rel.startswith(prefix):
+            return roots[key] / rel[len(prefix) :]
+    return None
+
+
+def verify_published(roots: dict[str, Path], checksums: dict[str, str]) -> list[str]:
+    """Files that are missing or differ from the published data (empty when all match)."""
+    bad = []
+    for rel, digest in checksums.items():
+        target = _target(rel, roots)
+        if target is None or not target.is_file() or sha256_file(target) != digest:
+            bad.append(rel)
+    return bad
+
+
+def fetch_published(
+    url: str,
+    checksum_file: str | Path,
+    dataset_dir: str | Path,
+    synthetic_dir: str | Path,
+    **fetch_kw,
+) -> int:
+    """Make ``dataset_dir`` (dataset16062024) and ``synthetic_dir`` (c-dcgan) hold exactly the
+    study's published files: download the pinned repository archive when a folder is absent,
+    extract only what is absent, and verify every file's sha256. Returns files extracted."""
+    import io
+    import zipfile
+    from contextlib import ExitStack
+
+    from .fileio import atomic_dir
+    from .tcia import fetch
+
+    roots = {"dataset": Path(dataset_dir), "synthetic": Path(synthetic_dir)}
+    checksums = read_checksums(checksum_file)
+    for key, root in roots.items():
+        if root.exists():
+            mine = {
+                r: d for r, d in checksums.items() if r.startswith(ARCHIVE_PREFIXES_BY_KEY[key])
+            }
+            bad = verify_published(roots, mine)
+            if bad:
+                raise UserError(
+                    f"{root}: {len(bad)} file(s) are missing or differ from the published data, "
+                    f"e.g. {bad[:3]}. Delete the folder to download it again."
+                )
+    absent = [k for k, r in roots.items() if not r.exists()]
+    if not absent:
+        return 0
+    log.info("downloading %s for %s", url, absent)
+    data = fetch(url, **fetch_kw)
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        if zf.testzip() is not None:
+            raise zipfile.BadZipFile("corrupt member")
+    except (zipfile.BadZipFile, OSError) as e:
+        raise UserError(f"{url}: the download is not a valid zip archive ({e}); try again") from e
+    extracted = 0
+    with ExitStack() as stack:
+        tmp_roots = dict(roots)
+        for key in absent:
+            tmp_roots[key] = stack.enter_context(atomic_dir(roots[key]))
+        for info in zf.infolist():
+            rel = info.filename.split("/", 1)[-1]  # drop the archive's top folder
+            target = _target(rel, tmp_roots)
+            if (
+                target is None
+                or info.is_dir()
+                or not any(target.is_relative_to(tmp_roots[k]) for k in absent)
+            ):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(zf.read(info))
+            extracted += 1
+        wanted = {
+            r: d
+            for r, d in checksums.items()
+            if any(r.startswith(ARCHIVE_PREFIXES_BY_KEY[k]) for k in absent)
+        }
+        bad = verify_published(tmp_roots, wanted)
+        if bad:
+            raise UserError(
+                f"{url}: {len(bad)} file(s) of the archive are missing or differ from the pinned "
+                f"checksums in {checksum_file}, e.g. {bad[:3]}; nothing was kept."
+            )
+    return extracted

@@ -12,6 +12,7 @@ answers are retried with exponential backoff.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import shutil
 import time
@@ -89,25 +90,65 @@ def download_metadata(urls: dict[str, str], out_dir: str | Path, **kw) -> None:
 
 
 def needed_series(
-    mass_csvs: list[str | Path], max_patients: int | None
+    mass_csvs: list[str | Path], max_patients: int | None = None, patients: list[str] | None = None
 ) -> tuple[list[str], list[str]]:
-    """Series UIDs referenced by the mass CSVs (mammogram, ROI, cropped), for all patients or the
-    first ``max_patients`` in sorted order; and those patients."""
+    """Series UIDs referenced by the mass CSVs (mammogram, ROI, cropped) of all patients, of the
+    listed ``patients``, or of the first ``max_patients`` in sorted order; and those patients."""
     rows = pd.concat([read_mass_csv(p, "any") for p in mass_csvs], ignore_index=True)
-    patients = sorted(rows["patient_id"].unique())
-    if max_patients:
-        patients = patients[:max_patients]
-        rows = rows[rows["patient_id"].isin(patients)]
+    known = sorted(rows["patient_id"].unique())
+    if patients:
+        unknown = sorted(set(patients) - set(known))
+        if unknown:
+            raise UserError(f"data.tcia.patients: {unknown[:5]} are not in the mass CSVs")
+        chosen = sorted(patients)
+    else:
+        chosen = known[:max_patients] if max_patients else known
+    rows = rows[rows["patient_id"].isin(chosen)]
     uids = list(
         dict.fromkeys(
             uid for col in ("image_series", "crop_series", "mask_series") for uid in rows[col]
         )
     )
-    return uids, patients
+    return uids, chosen
 
 
-def verify_archive(data: bytes, uid: str) -> list[tuple[str, bytes]]:
-    """The files of a series zip, after checking integrity and that each is a DICOM of ``uid``."""
+def list_series(
+    api_url: str,
+    collection: str,
+    mass_csvs,
+    max_patients=None,
+    patients=None,
+    batch_size: int = 50,
+    **kw,
+) -> pd.DataFrame:
+    """The series to download, with TCIA's image count per series (getSeries) and a batch
+    number: one Snakemake job downloads one batch."""
+    uids, chosen = needed_series(mass_csvs, max_patients, patients)
+    data = fetch(api_url.rstrip("/") + "/getSeries", params={"Collection": collection}, **kw)
+    try:
+        listing = pd.DataFrame(json.loads(data))
+        counts = dict(zip(listing["SeriesInstanceUID"], listing["ImageCount"], strict=True))
+    except (ValueError, KeyError) as e:
+        raise UserError(
+            f"{api_url}getSeries: unexpected answer ({e}); check data.tcia.api_url"
+        ) from e
+    missing = [u for u in uids if u not in counts]
+    if missing:
+        raise UserError(
+            f"{len(missing)} series referenced by the mass CSVs are not in TCIA's {collection} "
+            f"listing, e.g. {missing[:3]}; check data.tcia.collection and the CSVs."
+        )
+    out = pd.DataFrame({"series_uid": uids, "image_count": [int(counts[u]) for u in uids]})
+    out["batch"] = [i // batch_size for i in range(len(out))]
+    out.attrs["patients"] = chosen
+    return out
+
+
+def verify_archive(
+    data: bytes, uid: str, expected_files: int | None = None
+) -> list[tuple[str, bytes]]:
+    """The files of a series zip, after checking integrity, that each is a DICOM of ``uid`` and
+    that their number is what TCIA lists."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         bad = zf.testzip()
@@ -129,10 +170,19 @@ def verify_archive(data: bytes, uid: str) -> list[tuple[str, bytes]]:
         files.append((Path(info.filename).name, blob))
     if not files:
         raise ValueError("the archive holds no DICOM file")
+    if expected_files is not None and len(files) != expected_files:
+        raise ValueError(f"{len(files)} DICOM files, TCIA lists {expected_files}")
     return files
 
 
-def download_series(api_url: str, uid: str, root: str | Path, attempts: int = 3, **kw) -> int:
+def download_series(
+    api_url: str,
+    uid: str,
+    root: str | Path,
+    expected_files: int | None = None,
+    attempts: int = 3,
+    **kw,
+) -> int:
     """Fetch, verify and store one series under ``root/<uid>/``; skip it when already done."""
     root = Path(root)
     done = root / f"{uid}.done"
@@ -143,7 +193,7 @@ def download_series(api_url: str, uid: str, root: str | Path, attempts: int = 3,
     for _ in range(attempts):  # a truncated or wrong archive is fetched again
         data = fetch(url, params={"SeriesInstanceUID": uid}, **kw)
         try:
-            files = verify_archive(data, uid)
+            files = verify_archive(data, uid, expected_files)
             break
         except ValueError as e:
             reason = str(e)
@@ -157,24 +207,18 @@ def download_series(api_url: str, uid: str, root: str | Path, attempts: int = 3,
     return len(files)
 
 
-def download_dicom(
-    api_url: str,
-    mass_csvs,
-    root: str | Path,
-    max_patients: int | None,
-    manifest: str | Path,
-    patients_file: str | Path,
-    **kw,
+def download_batch(
+    api_url: str, series: pd.DataFrame, batch: int, root: str | Path, marker: str | Path, **kw
 ) -> None:
-    uids, patients = needed_series(mass_csvs, max_patients)
+    """Download one batch of the series table; the marker lists it once all are verified."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob("*.part"):  # left by a killed run; never trusted
+    part = series[series["batch"] == batch]
+    if part.empty:
+        raise UserError(f"batch {batch} is not in the series table")
+    for stale in root.glob(".*.part"):  # left by a killed run; never trusted
         shutil.rmtree(stale, ignore_errors=True)
-    for uid in tqdm(uids, desc="CBIS-DDSM series", unit="series"):
-        download_series(api_url, uid, root, **kw)
-    rows = [{"series_uid": u, "files": int((root / f"{u}.done").read_text())} for u in uids]
-    with atomic_path(manifest) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, sep="\t", index=False)
-    with atomic_path(patients_file) as tmp:
-        tmp.write_text("\n".join(patients) + "\n")
+    for row in tqdm(part.itertuples(), total=len(part), desc=f"batch {batch}", unit="series"):
+        download_series(api_url, row.series_uid, root, int(row.image_count), **kw)
+    with atomic_path(marker) as tmp:
+        part.to_csv(tmp, sep="\t", index=False)

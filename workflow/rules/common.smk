@@ -30,6 +30,7 @@ SEEDS = [int(s) for s in config["seeds"]]
 DATA = "results/data"
 GENERATOR = config["synthesis"]["generator"]
 
+
 def gpu_jobs():
     """Whether GPU rules request a gpu resource: always for cuda; for auto, when the machine
     parsing the workflow has a GPU (on a cluster, set device: cuda)."""
@@ -77,6 +78,21 @@ def lesion_inputs(wildcards):
         inputs["dicom"] = f"{root}/CBIS-DDSM.complete"
         inputs["patients"] = f"{root}/patients.txt"
     return inputs
+
+
+def tcia_subset_args(wildcards):
+    tcia = config["data"]["tcia"]
+    if tcia["patients"]:
+        return "--patients " + ",".join(tcia["patients"])
+    return f"--max-patients {tcia['max_patients']}" if tcia["max_patients"] else ""
+
+
+def tcia_batch_markers(wildcards):
+    """One marker per download batch; the batches are known once the series are listed."""
+    import pandas as pd
+
+    series = pd.read_csv(checkpoints.tcia_series.get().output.series)
+    return [f"resources/tcia/batches/{b}.tsv" for b in sorted(series["batch"].unique())]
 
 
 def lesion_args(wildcards, input):

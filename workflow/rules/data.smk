@@ -30,28 +30,60 @@ rule tcia_metadata:
         " > {log} 2>&1"
 
 
-rule tcia_dicom:
+checkpoint tcia_series:
     input:
         mass_train=f"resources/tcia/metadata/{CASE_CSVS['mass_train']}",
         mass_test=f"resources/tcia/metadata/{CASE_CSVS['mass_test']}",
     output:
-        manifest="resources/tcia/CBIS-DDSM.complete",
+        series="resources/tcia/series.csv",
         patients="resources/tcia/patients.txt",
     log:
-        "results/logs/data/tcia_dicom.log",
+        "results/logs/data/tcia_series.log",
     benchmark:
-        "results/benchmarks/data/tcia_dicom.tsv"
+        "results/benchmarks/data/tcia_series.tsv"
     params:
         api_url=config["data"]["tcia"]["api_url"],
-        max_patients=lambda wc: (
-            f"--max-patients {config['data']['tcia']['max_patients']}"
-            if config["data"]["tcia"]["max_patients"]
-            else ""
-        ),
+        collection=config["data"]["tcia"]["collection"],
+        subset=tcia_subset_args,
+        batch_size=config["data"]["tcia"]["batch_size"],
     shell:
-        "mammodp tcia-dicom --api-url {params.api_url} --mass-train {input.mass_train}"
-        " --mass-test {input.mass_test} --root resources/tcia/CBIS-DDSM {params.max_patients}"
-        " --manifest {output.manifest} --patients {output.patients} > {log} 2>&1"
+        "mammodp tcia-series --api-url {params.api_url} --collection {params.collection}"
+        " --mass-train {input.mass_train} --mass-test {input.mass_test} {params.subset}"
+        " --batch-size {params.batch_size} --out {output.series}"
+        " --patients-out {output.patients} > {log} 2>&1"
+
+
+rule tcia_batch:
+    input:
+        "resources/tcia/series.csv",
+    output:
+        "resources/tcia/batches/{batch}.tsv",
+    log:
+        "results/logs/data/tcia_batch/{batch}.log",
+    benchmark:
+        "results/benchmarks/data/tcia_batch/{batch}.tsv"
+    resources:
+        tcia_connections=1,
+    params:
+        api_url=config["data"]["tcia"]["api_url"],
+    shell:
+        "mammodp tcia-batch --api-url {params.api_url} --series {input}"
+        " --batch {wildcards.batch} --root resources/tcia/CBIS-DDSM --out {output} > {log} 2>&1"
+
+
+rule tcia_complete:
+    input:
+        series="resources/tcia/series.csv",
+        batches=tcia_batch_markers,
+    output:
+        "resources/tcia/CBIS-DDSM.complete",
+    log:
+        "results/logs/data/tcia_complete.log",
+    benchmark:
+        "results/benchmarks/data/tcia_complete.tsv"
+    shell:
+        "mammodp tcia-complete --series {input.series} --batches {input.batches}"
+        " --out {output} > {log} 2>&1"
 
 
 rule lesions:
@@ -90,10 +122,32 @@ rule crop:
         " --index {output.index} --workers {threads} > {log} 2>&1"
 
 
+rule fetch_published:
+    input:
+        checksums="resources/mammo_dp.sha256",
+    output:
+        "resources/mammo_dp.verified",
+    log:
+        "results/logs/data/fetch_published.log",
+    benchmark:
+        "results/benchmarks/data/fetch_published.tsv"
+    params:
+        url=config["data"]["processed"]["archive_url"],
+        dataset=config["data"]["processed"]["path"],
+        synthetic=config["synthesis"]["published"]["path"],
+    shell:
+        "mammodp fetch-published --url {params.url} --checksums {input.checksums}"
+        " --dataset {params.dataset:q} --synthetic {params.synthetic:q} --out {output}"
+        " > {log} 2>&1"
+
+
 rule import_processed:
+    input:
+        "resources/mammo_dp.verified",
     output:
         index=f"{DATA}/processed/crop_index.csv",
         split=f"{DATA}/processed/published_split.json",
+        duplicates=f"{DATA}/processed/duplicates.csv",
     log:
         "results/logs/data/import_processed.log",
     benchmark:
@@ -102,7 +156,7 @@ rule import_processed:
         path=config["data"]["processed"]["path"],
     shell:
         "mammodp import-processed --path {params.path:q} --index {output.index}"
-        " --split {output.split} > {log} 2>&1"
+        " --split {output.split} --duplicates {output.duplicates} > {log} 2>&1"
 
 
 rule split:

@@ -19,7 +19,12 @@ rule frd:
     params:
         versions=" ".join(config["fidelity"]["frd_versions"]),
         seed=config["fidelity"]["seed"],
+        max_images=(
+            f"--max-images {config['fidelity']['max_images']}"
+            if config["fidelity"]["max_images"]
+            else ""
+        ),
     shell:
         "mammodp frd --manifest {input.manifest} --synthetic {input.synthetic}"
-        " --versions {params.versions} --seed {params.seed} --threads {threads}"
+        " --versions {params.versions} --seed {params.seed} --threads {threads} {params.max_images}"
         " --out {output} > {log} 2>&1"

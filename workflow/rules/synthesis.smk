@@ -42,6 +42,8 @@ rule sample_mcgan:
 
 
 rule published_samples:
+    input:
+        "resources/mammo_dp.verified",
     output:
         "results/synthesis/published/manifest.csv",
     log:
