@@ -57,3 +57,70 @@ def test_train_and_sample(tmp_path):
         (cv2.imread(pa) != cv2.imread(pc)).any()
         for pa, pc in zip(a["path"], c["path"], strict=True)
     )
+
+
+def _tiny_data(n=10):
+    torch.manual_seed(0)
+    return torch.rand(n, 1, 128, 128) * 2 - 1, torch.tensor([0, 1] * (n // 2))
+
+
+def _state(path):
+    return torch.load(path, weights_only=True)["generator"]
+
+
+def test_resume_after_a_kill_ends_as_an_uninterrupted_run(tmp_path):
+    import pytest
+
+    images, labels = _tiny_data()
+    spec = mcgan.GanSpec(epochs=4, width=4, checkpoint_every=1, seed=3)
+    mcgan.train(images, labels, spec, tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        mcgan.train(images, labels, spec, tmp_path / "b", stop_after=2)
+    assert not (tmp_path / "b").exists()  # nothing partial is kept as output
+    mcgan.train(images, labels, spec, tmp_path / "b")  # resumes after epoch 2
+    a, b = _state(tmp_path / "a" / "generator.pt"), _state(tmp_path / "b" / "generator.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    la = pd.read_csv(tmp_path / "a" / "losses.csv")
+    lb = pd.read_csv(tmp_path / "b" / "losses.csv")
+    assert la.equals(lb) and (tmp_path / "b" / "losses.png").stat().st_size > 5000
+
+
+def test_sampling_checkpoint_is_kept(tmp_path):
+    import pytest
+
+    from mammodp.errors import UserError
+
+    images, labels = _tiny_data()
+    spec = mcgan.GanSpec(epochs=4, width=4, checkpoint_every=2, sample_epoch=2, seed=1)
+    mcgan.train(images, labels, spec, tmp_path / "m")
+    early = torch.load(tmp_path / "m" / "generator_epoch00002.pt", weights_only=True)
+    assert early["epochs_trained"] == 2
+    assert not torch.equal(
+        early["generator"]["net.0.weight"], _state(tmp_path / "m" / "generator.pt")["net.0.weight"]
+    )
+    bad = mcgan.GanSpec(epochs=4, width=4, checkpoint_every=2, sample_epoch=3, seed=1)
+    with pytest.raises(UserError, match="sample_epoch = 3 is not a checkpoint epoch"):
+        mcgan.train(images, labels, bad, tmp_path / "n")
+
+
+def test_dp_mcgan_reports_its_privacy(tmp_path):
+    import json
+
+    from opacus.accountants import RDPAccountant
+
+    images, labels = _tiny_data(16)
+    spec = mcgan.GanSpec(epochs=2, width=4, checkpoint_every=1, seed=1)
+    dp = mcgan.GanDPSpec(enabled=True, epsilon=10.0, delta=1e-5)
+    mcgan.train(images, labels, spec, tmp_path / "m", dp=dp)
+    privacy = json.loads((tmp_path / "m" / "privacy.json").read_text())
+    assert privacy["dp"] and privacy["epsilon_final"] <= 10.0
+    acc = RDPAccountant()
+    acc.history = [(privacy["noise_multiplier"], privacy["sample_rate"], privacy["steps"])]
+    assert acc.get_epsilon(1e-5) == pytest_approx(privacy["epsilon_final"])
+    assert privacy["steps"] == 2 * 2  # 2 epochs x 1 / sample rate (16 / 8)
+
+
+def pytest_approx(v):
+    import pytest
+
+    return pytest.approx(v, rel=1e-6)

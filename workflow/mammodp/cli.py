@@ -169,6 +169,14 @@ def cmd_split(a):
     log.info("split (%s): %s", source, counts)
 
 
+def cmd_medigan_samples(a):
+    from .fileio import write_csv
+    from .medigan_source import generate
+
+    _threads(a.threads)
+    write_csv(a.manifest, generate(a.workdir, a.model_id, a.n_per_class, a.seed, a.out_dir))
+
+
 def cmd_train_gan(a):
     import torch
 
@@ -181,9 +189,11 @@ def cmd_train_gan(a):
     train = manifest[(manifest["split"] == "train") & (manifest["dataset"] == "cbis-ddsm")]
     images = mcgan.load_images(train["path"].tolist())
     labels = torch.tensor(train["label"].astype(int).values)
-    spec = mcgan.GanSpec(**json.loads(a.spec))
+    spec_dict = json.loads(a.spec)
+    dp = mcgan.GanDPSpec(**spec_dict.pop("dp", {}))
+    spec = mcgan.GanSpec(**spec_dict)
     device = resolve_device(a.device)
-    last = mcgan.train(images, labels, spec, a.out_dir, threads=a.threads, device=device)
+    last = mcgan.train(images, labels, spec, a.out_dir, threads=a.threads, device=device, dp=dp)
     log.info("MCGAN trained on %d crops: %s", len(train), last)
 
 
@@ -192,7 +202,8 @@ def cmd_sample_gan(a):
     from .fileio import write_csv
 
     _threads(a.threads)
-    manifest = mcgan.sample(Path(a.model_dir) / "generator.pt", a.n_per_class, a.seed, a.out_dir)
+    name = f"generator_epoch{a.epoch:05d}.pt" if a.epoch else "generator.pt"
+    manifest = mcgan.sample(Path(a.model_dir) / name, a.n_per_class, a.seed, a.out_dir)
     write_csv(a.manifest, manifest)
 
 
@@ -346,12 +357,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample-gan", help="sample synthetic crops from a trained MCGAN")
     s.add_argument("--model-dir", required=True)
+    s.add_argument("--epoch", type=int, help="sample this checkpoint (default: the last epoch)")
     s.add_argument("--n-per-class", type=int, required=True)
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--out-dir", required=True)
     s.add_argument("--manifest", required=True)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_sample_gan)
+
+    s = sub.add_parser("medigan-samples", help="synthetic crops through medigan's Generators")
+    s.add_argument("--workdir", required=True, help="medigan's config/ and models/ live here")
+    s.add_argument("--model-id", required=True)
+    s.add_argument("--n-per-class", type=int, required=True)
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_medigan_samples)
 
     s = sub.add_parser("published-samples", help="manifest of the study's synthetic crops")
     s.add_argument("--path", required=True)

@@ -12,8 +12,11 @@ second batch, random flips. Images are scaled to [-1, 1], matching tanh.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import shutil
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +27,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .fileio import atomic_dir, write_csv
+from .fileio import atomic_dir, atomic_path, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,20 @@ class GanSpec:
     real_label_low: float = 0.7
     real_label_high: float = 1.2
     checkpoint_every: int = 100
+    sample_epoch: int | None = None  # which checkpoint samples are drawn from (None: the last)
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class GanDPSpec:
+    """DP-SGD on the discriminator (the only part that sees real data; the generator learns
+    from it by post-processing)."""
+
+    enabled: bool = False
+    epsilon: float = 10.0
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    accountant: str = "rdp"
 
 
 class Generator(nn.Module):
@@ -89,7 +105,7 @@ class Discriminator(nn.Module):
             layers.append(nn.Conv2d(cin, cout, 6, 2, 2, bias=False))
             if i > 0:
                 layers.append(nn.BatchNorm2d(cout))
-            layers.append(nn.LeakyReLU(0.1, inplace=True))
+            layers.append(nn.LeakyReLU(0.1))  # not in place: Opacus hooks need the input (DP)
         layers += [nn.Conv2d(16 * width, 1, 4, 1, 0, bias=False), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
 
@@ -146,6 +162,23 @@ def sample_grid(g: Generator, latent_dim: int, per_class: int, seed: int) -> np.
     return np.vstack(rows)
 
 
+def _state_dir(out_dir: Path) -> Path:
+    """Resume state lives beside the output, not in it: Snakemake removes a failed job's
+    outputs, and the state must survive a kill."""
+    return out_dir.parent / f".{out_dir.name}.state"
+
+
+def _spec_key(spec: GanSpec, dp: GanDPSpec, n: int) -> str:
+    return json.dumps({"spec": asdict(spec), "dp": asdict(dp), "n": n}, sort_keys=True)
+
+
+def _real_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE against smoothed targets that may exceed 1 (the study's U(0.7, 1.2)): the BCE
+    formula itself, which torch's BCELoss refuses for targets above one."""
+    out = out.clamp(1e-7, 1 - 1e-7)
+    return -(target * out.log() + (1 - target) * (1 - out).log()).mean()
+
+
 def train(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -153,88 +186,224 @@ def train(
     out_dir: str | Path,
     threads: int = 1,
     device: str = "cpu",
+    dp: GanDPSpec | None = None,
+    stop_after: int | None = None,
 ) -> dict:
-    """Train and write ``generator.pt``, ``losses.csv`` and ``samples/epoch<k>.png`` into
-    ``out_dir`` (atomically, as one directory)."""
+    """Train and write ``generator.pt`` (last epoch), ``generator_epoch<k>.pt`` (the sampling
+    checkpoint, when set), ``losses.csv``, ``losses.png``, ``samples/epoch<k>.png`` and, under
+    DP, ``privacy.json`` into ``out_dir`` (atomically, as one directory).
+
+    Every ``checkpoint_every`` epochs the full training state (both networks, optimisers, RNGs,
+    the DP accountant) is saved beside ``out_dir``; a rerun after a kill resumes from it and ends
+    with the same weights as an uninterrupted run. ``stop_after`` simulates such a kill."""
+    dp = dp or GanDPSpec()
+    out_dir = Path(out_dir)
+    state_dir = _state_dir(out_dir)
     torch.set_num_threads(threads)
     torch.manual_seed(spec.seed)
     rng = torch.Generator().manual_seed(spec.seed)
     g, d = build(spec)
+    if dp.enabled:
+        from opacus.validators import ModuleValidator
+
+        d = ModuleValidator.fix(d)  # BatchNorm mixes samples; DP needs per-sample (GroupNorm)
     g.to(device), d.to(device)
     opt_g = torch.optim.Adam(g.parameters(), lr=spec.lr, betas=(spec.beta1, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=spec.lr, betas=(spec.beta1, 0.999))
     bce = nn.BCELoss()
     n = len(images)
-    history = []
-    step = 0
-    with atomic_dir(out_dir) as tmp:
-        (tmp / "samples").mkdir()
-        for epoch in range(1, spec.epochs + 1):
-            perm = torch.randperm(n, generator=rng)
-            d_losses, g_losses = [], []
-            for start in range(0, n, spec.batch_size):
-                idx = perm[start : start + spec.batch_size]
-                real = images[idx].clone()
-                y = labels[idx]
-                flip_h = torch.rand(len(idx), generator=rng) < 0.5
-                flip_v = torch.rand(len(idx), generator=rng) < 0.5
-                real[flip_h] = real[flip_h].flip(-1)
-                real[flip_v] = real[flip_v].flip(-2)
-                real, y = real.to(device), y.to(device)
-                b = len(idx)
-                # Discriminator: one-sided label smoothing on real targets.
-                target_real = (
-                    torch.empty(b)
-                    .uniform_(spec.real_label_low, spec.real_label_high, generator=rng)
-                    .to(device)
-                )
-                z = torch.randn(b, spec.latent_dim, generator=rng).to(device)
-                y_fake = torch.randint(0, N_CLASSES, (b,), generator=rng).to(device)
-                fake = g(z, y_fake)
+    dataset = torch.utils.data.TensorDataset(images, labels)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=spec.batch_size, shuffle=True, generator=rng
+    )
+    engine = None
+    d_train = d
+    if dp.enabled:
+        engine, d_train, opt_d, loader = _make_private_d(d, opt_d, loader, spec, dp)
+        # Opacus' hooks on D fire for the generator's images too (no input needs a gradient).
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+    history: list[dict] = []
+    step, start = 0, 1
+    key = _spec_key(spec, dp, n)
+    state_file = state_dir / "state.pt"
+    if state_file.exists():
+        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        if state["key"] == key:
+            g.load_state_dict(state["g"])
+            d.load_state_dict(state["d"])
+            opt_g.load_state_dict(state["opt_g"])
+            opt_d.load_state_dict(state["opt_d"])
+            rng.set_state(state["rng"])
+            torch.set_rng_state(state["torch_rng"])
+            if engine is not None:
+                engine.accountant.load_state_dict(state["accountant"])
+            history, step, start = state["history"], state["step"], state["epoch"] + 1
+            log.info("resuming MCGAN training after epoch %d", state["epoch"])
+        else:
+            log.info("training state in %s is for other settings: starting afresh", state_dir)
+            shutil.rmtree(state_dir)
+    (state_dir / "samples").mkdir(parents=True, exist_ok=True)
+    for epoch in range(start, spec.epochs + 1):
+        d_losses, g_losses = [], []
+        for real, y in loader:
+            b = len(real)
+            if b == 0:  # Poisson sampling (DP) can draw an empty batch: a noise-only step
                 opt_d.zero_grad()
-                # BCELoss needs targets in [0, 1]: above-one targets use the same formula.
-                out_real = d(real, y).clamp(1e-7, 1 - 1e-7)
-                loss_real = -(
-                    target_real * out_real.log() + (1 - target_real) * (1 - out_real).log()
-                ).mean()
-                loss_fake = bce(d(fake.detach(), y_fake), torch.zeros(b, device=device))
-                loss_d = loss_real + loss_fake
-                loss_d.backward()
+                (d_train(real, y).sum() * 0.0).backward()
                 opt_d.step()
-                d_losses.append(loss_d.item())
-                step += 1
-                if step % spec.d_steps_per_g_step == 0:
-                    opt_g.zero_grad()
-                    loss_g = bce(d(fake, y_fake), torch.ones(b, device=device))
-                    loss_g.backward()
-                    opt_g.step()
-                    g_losses.append(loss_g.item())
-            history.append(
-                {
-                    "epoch": epoch,
-                    "loss_d": float(np.mean(d_losses)),
-                    "loss_g": float(np.mean(g_losses)) if g_losses else math.nan,
-                }
+                continue
+            real = real.clone()
+            flip_h = torch.rand(b, generator=rng) < 0.5
+            flip_v = torch.rand(b, generator=rng) < 0.5
+            real[flip_h] = real[flip_h].flip(-1)
+            real[flip_v] = real[flip_v].flip(-2)
+            real, y = real.to(device), y.to(device)
+            # Discriminator: one-sided label smoothing on the real targets.
+            target_real = (
+                torch.empty(b)
+                .uniform_(spec.real_label_low, spec.real_label_high, generator=rng)
+                .to(device)
             )
-            if epoch % spec.checkpoint_every == 0 or epoch == spec.epochs:
-                grid = sample_grid(g, spec.latent_dim, 8, seed=spec.seed)
-                cv2.imwrite(str(tmp / "samples" / f"epoch{epoch:05d}.png"), grid)
-                log.info("epoch %d: %s", epoch, history[-1])
-        torch.save(
-            {
-                "spec": asdict(spec),
-                "generator": g.cpu().state_dict(),
-                "epochs_trained": spec.epochs,
-            },
-            tmp / "generator.pt",
+            z = torch.randn(b, spec.latent_dim, generator=rng).to(device)
+            y_fake = torch.randint(0, N_CLASSES, (b,), generator=rng).to(device)
+            fake = g(z, y_fake)
+            opt_d.zero_grad()
+            loss_d = _real_loss(d_train(real, y), target_real) + bce(
+                d_train(fake.detach(), y_fake), torch.zeros(b, device=device)
+            )
+            loss_d.backward()
+            opt_d.step()
+            d_losses.append(loss_d.item())
+            step += 1
+            if step % spec.d_steps_per_g_step == 0:
+                opt_g.zero_grad()
+                if engine is not None:
+                    d_train.disable_hooks()  # no per-sample grads of D for G's step
+                loss_g = bce(d_train(fake, y_fake), torch.ones(b, device=device))
+                loss_g.backward()
+                if engine is not None:
+                    d_train.enable_hooks()
+                    opt_d.zero_grad()
+                opt_g.step()
+                g_losses.append(loss_g.item())
+        row = {
+            "epoch": epoch,
+            "loss_d": float(np.mean(d_losses)) if d_losses else math.nan,
+            "loss_g": float(np.mean(g_losses)) if g_losses else math.nan,
+        }
+        if engine is not None:
+            row["epsilon"] = engine.get_epsilon(dp.delta)
+        history.append(row)
+        if epoch % spec.checkpoint_every == 0 or epoch == spec.epochs:
+            grid = sample_grid(g, spec.latent_dim, 8, seed=spec.seed)
+            cv2.imwrite(str(state_dir / "samples" / f"epoch{epoch:05d}.png"), grid)
+            if epoch == spec.sample_epoch:
+                _save_generator(g, spec, epoch, state_dir / f"generator_epoch{epoch:05d}.pt")
+            state = {
+                "key": key,
+                "g": g.state_dict(),
+                "d": d.state_dict(),
+                "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(),
+                "rng": rng.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "history": history,
+                "step": step,
+                "epoch": epoch,
+                "accountant": engine.accountant.state_dict() if engine is not None else None,
+            }
+            with atomic_path(state_file) as tmp:
+                torch.save(state, tmp)
+            log.info("epoch %d: %s", epoch, row)
+            if stop_after is not None and epoch >= stop_after:
+                raise KeyboardInterrupt(f"stopped after epoch {epoch} (simulated kill)")
+    if (
+        spec.sample_epoch is not None
+        and not (state_dir / f"generator_epoch{spec.sample_epoch:05d}.pt").exists()
+    ):
+        raise UserError(
+            f"synthesis.mcgan.sample_epoch = {spec.sample_epoch} is not a checkpoint epoch "
+            f"(every {spec.checkpoint_every} up to {spec.epochs})"
         )
-        write_csv(tmp / "losses.csv", pd.DataFrame(history))
+    with atomic_dir(out_dir) as tmp:
+        shutil.copytree(state_dir / "samples", tmp / "samples")
+        _save_generator(g, spec, spec.epochs, tmp / "generator.pt")
+        if spec.sample_epoch is not None:
+            name = f"generator_epoch{spec.sample_epoch:05d}.pt"
+            shutil.copy(state_dir / name, tmp / name)
+        losses = pd.DataFrame(history)
+        write_csv(tmp / "losses.csv", losses)
+        plot_losses(losses, tmp / "losses.png")
+        if engine is not None:
+            write_json(tmp / "privacy.json", _gan_privacy(engine, opt_d, loader, dp, history, n))
     return history[-1]
+
+
+def _make_private_d(d, opt_d, loader, spec: GanSpec, dp: GanDPSpec):
+    from opacus import PrivacyEngine
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine(accountant=dp.accountant)
+    d_private, opt_d, loader = engine.make_private_with_epsilon(
+        module=d,
+        optimizer=opt_d,
+        data_loader=loader,
+        target_epsilon=dp.epsilon,
+        target_delta=dp.delta,
+        epochs=spec.epochs,
+        max_grad_norm=dp.max_grad_norm,
+        poisson_sampling=True,
+        noise_generator=torch.Generator().manual_seed(spec.seed + 7919),
+    )
+    return engine, d_private, opt_d, loader
+
+
+def _gan_privacy(engine, opt_d, loader, dp: GanDPSpec, history, n_train: int) -> dict:
+    steps = sum(s for _, _, s in engine.accountant.history)
+    return {
+        "dp": True,
+        "library": "opacus",
+        "trained_privately": "discriminator (the generator only sees it: post-processing)",
+        "accountant": dp.accountant,
+        "noise_multiplier": float(opt_d.noise_multiplier),
+        "max_grad_norm": dp.max_grad_norm,
+        "sample_rate": float(loader.sample_rate),
+        "poisson_sampling": True,
+        "n_train": n_train,
+        "steps": int(steps),
+        "delta": dp.delta,
+        "target_epsilon": dp.epsilon,
+        "epsilon_final": history[-1]["epsilon"],
+    }
+
+
+def _save_generator(g: Generator, spec: GanSpec, epoch: int, path: Path) -> None:
+    state = {k: v.detach().cpu() for k, v in g.state_dict().items()}
+    torch.save({"spec": asdict(spec), "generator": state, "epochs_trained": epoch}, path)
+
+
+def plot_losses(losses: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2), constrained_layout=True)
+    ax.plot(losses["epoch"], losses["loss_d"], color="0.0", label="discriminator")
+    ax.plot(losses["epoch"], losses["loss_g"], color="0.5", linestyle="--", label="generator")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("BCE loss (epoch mean)")
+    ax.set_title("MCGAN training losses", fontsize=10)
+    ax.legend(frameon=False)
+    ax.grid(True, alpha=0.3)
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
 
 
 def load_generator(path: str | Path) -> tuple[Generator, GanSpec]:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    spec = GanSpec(**ckpt["spec"])
+    spec = GanSpec(**{k: v for k, v in ckpt["spec"].items() if k in GanSpec.__dataclass_fields__})
     g = Generator(spec.latent_dim, spec.embedding_dim, spec.width)
     g.load_state_dict(ckpt["generator"])
     g.eval()

@@ -156,7 +156,9 @@ def job_json(wildcards):
             "dp": c["dp"],
             "device": config["device"],
             "threads": c["threads"],
-            "synthetic_generator_private": False,
+            # Only a DP-trained MCGAN keeps the real patients' privacy end to end.
+            "synthetic_generator_private": GENERATOR == "mcgan"
+            and config["synthesis"]["mcgan"]["dp"]["enabled"],
         }
     )
 

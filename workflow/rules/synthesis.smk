@@ -36,7 +36,8 @@ rule sample_mcgan:
         n=config["synthesis"]["n_per_class"],
         seed=config["synthesis"]["seed"],
     shell:
-        "mammodp sample-gan --model-dir {input} --n-per-class {params.n} --seed {params.seed}"
+        "mammodp sample-gan --model-dir {input} {params.epoch} --n-per-class {params.n}"
+        " --seed {params.seed}"
         " --out-dir {output.images} --manifest {output.manifest} --threads {threads}"
         " > {log} 2>&1"
 
@@ -54,3 +55,23 @@ rule published_samples:
         path=config["synthesis"]["published"]["path"],
     shell:
         "mammodp published-samples --path {params.path:q} --manifest {output} > {log} 2>&1"
+
+
+rule medigan_samples:
+    output:
+        images=directory("results/synthesis/medigan/images"),
+        manifest="results/synthesis/medigan/manifest.csv",
+    log:
+        "results/logs/synthesis/medigan_samples.log",
+    benchmark:
+        "results/benchmarks/synthesis/medigan_samples.tsv"
+    threads: config["synthesis"]["threads"]
+    params:
+        workdir=config["synthesis"]["medigan"]["workdir"],
+        model_id=config["synthesis"]["medigan"]["model_id"],
+        n=config["synthesis"]["n_per_class"],
+        seed=config["synthesis"]["seed"],
+    shell:
+        "mammodp medigan-samples --workdir {params.workdir:q} --model-id {params.model_id}"
+        " --n-per-class {params.n} --seed {params.seed} --out-dir {output.images}"
+        " --manifest {output.manifest} --threads {threads} > {log} 2>&1"
