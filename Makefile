@@ -36,3 +36,4 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/python workflow/bench/bench_crop.py
+	$(BIN)/python workflow/bench/bench_frd.py

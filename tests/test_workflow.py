@@ -129,7 +129,8 @@ def test_tiny_run_end_to_end_then_rerun_is_a_no_op(workdir, write_config):
     ):
         assert privacy[key] is not None
     frd = pd.read_csv(res / "fidelity" / "frd.csv")
-    assert len(frd) == 4 and frd["value"].notna().all()
+    assert (frd["class"] == "pooled").sum() == 4 and frd["value"].notna().all()
+    assert set(frd["class"]) == {"pooled", "benign", "malignant"}
     assert (res / "figures" / "privacy_utility.png").stat().st_size > 10_000
     again = snakemake(workdir, "--configfile", str(cfg), "--cores", "2")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

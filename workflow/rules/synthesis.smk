@@ -35,6 +35,11 @@ rule sample_mcgan:
     params:
         n=config["synthesis"]["n_per_class"],
         seed=config["synthesis"]["seed"],
+        epoch=(
+            f"--epoch {config['synthesis']['mcgan']['sample_epoch']}"
+            if config["synthesis"]["mcgan"]["sample_epoch"]
+            else ""
+        ),
     shell:
         "mammodp sample-gan --model-dir {input} {params.epoch} --n-per-class {params.n}"
         " --seed {params.seed}"
