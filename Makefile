@@ -37,3 +37,4 @@ clean:
 bench: $(STAMP)
 	$(BIN)/python workflow/bench/bench_crop.py
 	$(BIN)/python workflow/bench/bench_frd.py
+	$(BIN)/python workflow/bench/bench_classify.py

@@ -90,9 +90,18 @@ def test_selection_rule():
         {"val_auprc": 0.7, "val_loss": 0.5, "eligible": True},
         {"val_auprc": 0.7, "val_loss": 0.4, "eligible": True},
         {"val_auprc": float("nan"), "val_loss": 0.1, "eligible": True},
+        {"val_auprc": 0.7, "val_loss": 0.4, "eligible": True},
     ]
-    assert classify._choose(h, dp=True) == 2  # best AUPRC among eligible, tie -> lower loss
-    assert classify._choose(h, dp=False) == 0
+
+    def choose(dp):
+        best = None
+        for i, row in enumerate(h):
+            if classify._better(row, None if best is None else h[best], dp):
+                best = i
+        return best
+
+    assert choose(dp=True) == 2  # best AUPRC among eligible, tie -> lower loss, then earlier
+    assert choose(dp=False) == 0
 
 
 def test_dp_run_and_privacy_report(tmp_path, tiny_manifest):
@@ -170,3 +179,134 @@ def test_pretrained_source_is_really_loaded(tmp_path, tiny_manifest):
         assert torch.equal(tuned.backbone.state_dict()[k], v), k  # frozen: the source's backbone
     random_init = models.create_backbone(TINY).state_dict()
     assert any(not torch.equal(random_init[k], v) for k, v in tuned.backbone.state_dict().items())
+
+
+def test_bookkeeping_clipping_equals_opacus_per_sample_path():
+    """The clipped, summed gradient (before noise) and the noise scale are Opacus' own."""
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    from mammodp.bookkeeping import BookKeepingDP
+
+    torch.manual_seed(0)
+    head = models.make_head("mlp", 32)
+    ref = models.make_head("mlp", 32)
+    ref.load_state_dict(head.state_dict())
+    x, y = torch.randn(24, 32) * 3, torch.randint(0, 2, (24,))
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1, reduction="sum")
+    bk = BookKeepingDP(head, max_grad_norm=1.0, noise_multiplier=0.0, expected_batch_size=1)
+    norms = bk.clipped_sum(loss_fn(head(x), y))
+    assert (norms > 1.0).any() and (norms < 1.0).any()  # both clipped and unclipped samples
+    gsm = GradSampleModule(ref, loss_reduction="sum")
+    opt = DPOptimizer(
+        torch.optim.SGD(ref.parameters(), lr=0.1),
+        noise_multiplier=0.0,
+        max_grad_norm=1.0,
+        expected_batch_size=1,
+        loss_reduction="sum",
+    )
+    loss_fn(gsm(x), y).backward()
+    opt.pre_step()  # Opacus: per-sample clipping, sum, (zero) noise, scaling
+    for p_bk, p_ref in zip(head.parameters(), ref.parameters(), strict=True):
+        assert torch.allclose(p_bk.grad, p_ref.grad, atol=1e-5, rtol=1e-4)
+    # Noise: N(0, (sigma C)^2) per coordinate, then / expected batch size, like Opacus.
+    gen_a, gen_b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    bk2 = BookKeepingDP(
+        head, max_grad_norm=2.0, noise_multiplier=1.5, expected_batch_size=8, generator=gen_a
+    )
+    bk2.empty_step()
+    bk2.add_noise_and_scale()
+    expected = torch.normal(0.0, 3.0, size=head[0].weight.shape, generator=gen_b) / 8
+    assert torch.equal(head[0].weight.grad, expected)
+
+
+def test_noise_multipliers_for_the_study_settings_are_opacus_own():
+    """N = 1104, batch 128, 300 epochs, delta 1e-4: sigma as make_private_with_epsilon has it."""
+    from opacus import PrivacyEngine
+
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.zeros(1104, 2)), batch_size=128
+    )
+    for eps in (1, 6, 12, 20, 60):
+        job = _job("x", eps=float(eps), epochs=300)
+        engine = PrivacyEngine(accountant="rdp")  # the study's accountant
+        module = torch.nn.Linear(2, 2)
+        _, opt, _ = engine.make_private_with_epsilon(
+            module=module,
+            optimizer=torch.optim.SGD(module.parameters(), lr=1.0),
+            data_loader=loader,
+            target_epsilon=eps,
+            target_delta=1e-4,
+            epochs=300,
+            max_grad_norm=1.0,
+        )
+        assert classify.noise_multiplier(job, 1 / len(loader)) == opt.noise_multiplier
+
+
+@pytest.mark.parametrize(
+    ("eps", "trained", "head", "clipping"),
+    [
+        (6.0, "head", "mlp", "bookkeeping"),
+        (6.0, "head", "mlp", "opacus"),
+        (None, "all", "linear", "bookkeeping"),
+    ],
+)
+def test_kill_and_resume_gives_the_same_result(
+    tmp_path, tiny_manifest, eps, trained, head, clipping
+):
+    import dataclasses
+
+    def job():
+        j = _job("k", eps=eps, trained=trained, head=head, epochs=4)
+        j.train = dataclasses.replace(j.train, checkpoint_every=1)
+        j.dp = dataclasses.replace(j.dp, clipping=clipping)
+        return j
+
+    full = classify.run(job(), tiny_manifest, None, None, tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        classify.run(job(), tiny_manifest, None, None, tmp_path / "b", stop_after=2)
+    assert (tmp_path / "b" / ".state" / "state.pt").exists()
+    assert not (tmp_path / "b" / "metrics.json").exists()
+    resumed = classify.run(job(), tiny_manifest, None, None, tmp_path / "b")
+    assert resumed["test"] == full["test"] and resumed["chosen_epoch"] == full["chosen_epoch"]
+    for name in ("predictions.csv", "history.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert not (tmp_path / "b" / ".state").exists()  # finished: nothing left to resume
+
+
+def test_cached_feature_files_give_the_same_run(tmp_path, tiny_manifest):
+    backbone = models.create_backbone(TINY)
+    paths = sorted(tiny_manifest["path"])
+    feats = models.backbone_features(backbone, models.load_images(paths, TINY.input_size))
+    torch.save(
+        {"paths": paths, "features": feats, "variants": list(models.FLIPS)}, tmp_path / "real.pt"
+    )
+    a = classify.run(_job("c", eps=6.0), tiny_manifest, None, None, tmp_path / "a")
+    b = classify.run(
+        _job("c", eps=6.0),
+        tiny_manifest,
+        None,
+        None,
+        tmp_path / "b",
+        features=[str(tmp_path / "real.pt")],
+    )
+    assert a["test"] == b["test"]
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    lo, hi = metrics["test"]["cbis-ddsm"]["ci95"]["auroc"]
+    assert lo <= metrics["test"]["cbis-ddsm"]["auroc"] <= hi
+
+
+def test_faithful_loop_runs_the_backbone_in_train_mode(tmp_path, tiny_manifest):
+    import dataclasses
+
+    j = _job("f", eps=6.0, epochs=2)
+    j.train = dataclasses.replace(j.train, faithful=True)
+    j.model = dataclasses.replace(TINY, drop_path_rate=0.5)
+    faithful = classify.run(j, tiny_manifest, None, None, tmp_path / "f")
+    cached = classify.run(_job("f", eps=6.0, epochs=2), tiny_manifest, None, None, tmp_path / "c")
+    assert faithful["chosen_epoch"] >= 1 and cached["chosen_epoch"] >= 1
+    pf = pd.read_csv(tmp_path / "f" / "predictions.csv")["p_benign"]
+    pc = pd.read_csv(tmp_path / "c" / "predictions.csv")["p_benign"]
+    assert not np.allclose(pf, pc)  # stochastic depth changed what the head was trained on
+    h = pd.read_csv(tmp_path / "f" / "history.csv")
+    assert len(h) == 2 and h["epsilon"].notna().all()

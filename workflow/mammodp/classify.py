@@ -2,23 +2,33 @@
 did (DESIGN §5) and tested on CBIS-DDSM test and the external set.
 
 Frozen-backbone experiments train only the head. Their backbone is a fixed function, so its pooled
-features are computed once per image and flip variant (none, h, v, hv) in eval mode, and each
-epoch draws one variant per training sample, which is exactly random horizontal and vertical
-flips with p = 0.5 each. Full experiments train every layer on images.
+features are computed once per image and flip variant (none, h, v, hv) in eval mode (rule
+``backbone_features``, shared by every experiment with the same backbone), and each epoch draws
+one variant per training sample: exactly random horizontal and vertical flips with p = 0.5 each.
+``train.faithful`` instead runs the original loop (the frozen backbone in train mode, stochastic
+depth active, a backbone forward per step). Full experiments train every layer on images.
 
-Under DP (Opacus, Poisson sampling, ``make_private_with_epsilon`` over the planned epochs) a
-checkpoint is eligible only while the spent epsilon lies in the configured window around the
-target; among eligible epochs the best validation AUPRC wins (ties: lower validation loss).
+Under DP (Opacus' Poisson sampling and accountant; ``make_private_with_epsilon`` over the planned
+epochs) a checkpoint is eligible only while the spent epsilon lies in the configured window
+around the target; among eligible epochs the best validation AUPRC wins (ties: lower validation
+loss). Clipping runs either through Opacus' per-sample gradients or, for linear heads, through
+the equivalent book-keeping path (``dp.clipping``).
+
+Every ``train.checkpoint_every`` epochs the training state (weights, optimiser, RNGs, the privacy
+accountant, the best checkpoint so far) is saved in ``<out_dir>/.state``; a killed job resumes
+from it and ends with the same result as an uninterrupted run.
 """
 
 from __future__ import annotations
 
-import copy
+import hashlib
+import json
 import logging
 import math
 import os
+import shutil
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +38,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from . import models
+from .bookkeeping import BookKeepingDP
 from .errors import UserError
-from .fileio import sha256_file, write_csv, write_json
-from .metrics import classification_metrics
+from .fileio import atomic_path, sha256_file, write_csv, write_json
+from .metrics import bootstrap_ci, classification_metrics
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +54,9 @@ class TrainSpec:
     weight_decay: float = 1e-8
     label_smoothing: float = 0.1
     feature_batch_size: int = 64
+    checkpoint_every: int = 10
+    faithful: bool = False
+    bootstrap: int = 1000
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,7 @@ class DPSpec:
     accountant: str = "rdp"
     epsilon_window: tuple[float, float] = (0.75, 1.05)
     secure_mode: bool = False
+    clipping: str = "bookkeeping"  # bookkeeping | opacus
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,16 @@ class Job:
     synthetic_generator_private: bool = False
     extra: dict = field(default_factory=dict)
 
+    def key(self) -> str:
+        d = {
+            "experiment": asdict(self.experiment),
+            "seed": self.seed,
+            "model": asdict(self.model),
+            "train": asdict(self.train),
+            "dp": asdict(self.dp),
+        }
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
 
 # ----------------------------------------------------------------------------- data
 
@@ -110,7 +135,43 @@ def select_data(manifest: pd.DataFrame, synthetic: pd.DataFrame | None, train_da
     return train.reset_index(drop=True), val.reset_index(drop=True), tests
 
 
-# ----------------------------------------------------------------------------- training
+def load_feature_cache(paths: list[str | Path]) -> dict[str, torch.Tensor]:
+    """path -> (4 flip variants, F) features from ``backbone_features`` files."""
+    table: dict[str, torch.Tensor] = {}
+    for p in paths:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+        for i, image in enumerate(blob["paths"]):
+            table[image] = blob["features"][i]
+    return table
+
+
+def _features_for(table: dict[str, torch.Tensor], paths, what: str) -> torch.Tensor:
+    missing = [p for p in paths if p not in table]
+    if missing:
+        raise UserError(
+            f"{len(missing)} {what} image(s) have no cached features, e.g. {missing[:2]}; "
+            "rebuild results/features (the crops changed since they were computed)."
+        )
+    return torch.stack([table[p] for p in paths]) if len(paths) else torch.empty(0)
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def _better(new: dict, best: dict | None, dp: bool) -> bool:
+    """Is epoch ``new`` a better checkpoint than ``best``? Under DP only eligible epochs count
+    (an ineligible best is replaced by any eligible epoch); then higher val AUPRC, then lower val
+    loss; the earlier epoch on a full tie."""
+    if best is None:
+        return True
+    if dp and new["eligible"] != best["eligible"]:
+        return new["eligible"]
+
+    def score(h):
+        auprc = h["val_auprc"]
+        return (auprc if auprc is not None and not math.isnan(auprc) else -1.0, -h["val_loss"])
+
+    return score(new) > score(best)
 
 
 def _evaluate(fn, x: torch.Tensor, y: torch.Tensor, loss_fn, batch: int, device: str):
@@ -121,109 +182,287 @@ def _evaluate(fn, x: torch.Tensor, y: torch.Tensor, loss_fn, batch: int, device:
             logits = fn(x[start : start + batch].to(device)).float().cpu()
             losses.append(loss_fn(logits, y[start : start + batch]).item() * len(logits))
             probs.append(torch.softmax(logits, dim=1)[:, 1])
-    return float(np.sum(losses) / max(len(x), 1)), torch.cat(probs).numpy()
+    p = torch.cat(probs).numpy() if probs else np.zeros(0)
+    return float(np.sum(losses) / max(len(x), 1)), p
 
 
-def _choose(history: list[dict], dp: bool) -> int:
-    """Index of the chosen epoch: best val AUPRC among eligible epochs, ties to lower loss."""
-    eligible = [i for i, h in enumerate(history) if h["eligible"]] if dp else range(len(history))
-    eligible = list(eligible) or [len(history) - 1]
-
-    def key(i):
-        auprc = history[i]["val_auprc"]
-        return (-(auprc if not math.isnan(auprc) else -1.0), history[i]["val_loss"], i)
-
-    return min(eligible, key=key)
+# ----------------------------------------------------------------------------- training
 
 
-def _make_private(job: Job, module, optimizer, loader):
-    from opacus import PrivacyEngine
+class _Trainer:
+    """The epoch loop shared by head and full training: validation, selection, DP bookkeeping,
+    checkpointing of the whole state every few epochs, resume."""
 
-    with warnings.catch_warnings():
-        # Opacus warns whenever secure_mode is off; it is a documented config choice here.
-        warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        engine = PrivacyEngine(accountant=job.dp.accountant, secure_mode=job.dp.secure_mode)
-    noise_gen = None if job.dp.secure_mode else torch.Generator().manual_seed(job.seed + 7919)
-    module, optimizer, loader = engine.make_private_with_epsilon(
-        module=module,
-        optimizer=optimizer,
-        data_loader=loader,
+    def __init__(self, job: Job, state_dir: Path, module: nn.Module, n_train: int):
+        self.job = job
+        self.state_dir = state_dir
+        self.module = module  # the module whose weights are selected and saved
+        self.n_train = n_train
+        self.dp = job.experiment.dp_epsilon is not None
+        self.gen = torch.Generator().manual_seed(job.seed)  # shuffling / Poisson sampling
+        self.aug = torch.Generator().manual_seed(job.seed + 1)  # flips
+        self.noise = torch.Generator().manual_seed(job.seed + 7919)  # DP noise
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.best_state: dict | None = None
+        self.accountant = None
+        self.noise_multiplier = None
+        self.sample_rate = None
+
+    def state_file(self) -> Path:
+        return self.state_dir / "state.pt"
+
+    def save(self, epoch: int, optimizer) -> None:
+        state = {
+            "key": self.job.key(),
+            "epoch": epoch,
+            "module": self.module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "gen": self.gen.get_state(),
+            "aug": self.aug.get_state(),
+            "noise": self.noise.get_state(),
+            "torch": torch.get_rng_state(),
+            "history": self.history,
+            "best": self.best,
+            "best_state": self.best_state,
+            "accountant": self.accountant.state_dict() if self.accountant is not None else None,
+        }
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.state_file()) as tmp:
+            torch.save(state, tmp)
+
+    def resume(self, optimizer) -> int:
+        """Load a saved state of this very job; return the first epoch still to run."""
+        if not self.state_file().exists():
+            return 1
+        state = torch.load(self.state_file(), map_location="cpu", weights_only=False)
+        if state["key"] != self.job.key():
+            log.info("saved training state is for other settings: starting afresh")
+            return 1
+        self.module.load_state_dict(state["module"])
+        optimizer.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["gen"])
+        self.aug.set_state(state["aug"])
+        self.noise.set_state(state["noise"])
+        torch.set_rng_state(state["torch"])
+        self.history, self.best, self.best_state = (
+            state["history"],
+            state["best"],
+            state["best_state"],
+        )
+        if self.accountant is not None:
+            self.accountant.load_state_dict(state["accountant"])
+        log.info(
+            "resuming %s seed %d after epoch %d",
+            self.job.experiment.experiment,
+            self.job.seed,
+            state["epoch"],
+        )
+        return state["epoch"] + 1
+
+    def end_epoch(
+        self,
+        epoch: int,
+        train_loss: float,
+        val_loss: float,
+        val_p,
+        val_y,
+        optimizer,
+        stop_after: int | None,
+    ) -> None:
+        m = classification_metrics(val_y, val_p)
+        eps = self.accountant.get_epsilon(self.job.dp.delta) if self.dp else None
+        lo, hi = self.job.dp.epsilon_window
+        target = self.job.experiment.dp_epsilon
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_auroc": m["auroc"],
+            "val_auprc": m["auprc"],
+            "epsilon": eps,
+            "eligible": bool(lo * target < eps < hi * target) if self.dp else True,
+        }
+        self.history.append(row)
+        if _better(row, self.best, self.dp):
+            self.best = row
+            self.best_state = {
+                k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()
+            }
+        every = self.job.train.checkpoint_every
+        if epoch % every == 0 or epoch == self.job.train.epochs:
+            self.save(epoch, optimizer)
+            if stop_after is not None and epoch >= stop_after:
+                raise KeyboardInterrupt(f"stopped after epoch {epoch} (simulated kill)")
+
+    def privacy(self) -> dict | None:
+        if not self.dp:
+            return None
+        steps = int(sum(s for _, _, s in self.accountant.history))
+        steps_per_epoch = steps // max(len(self.history), 1)
+        chosen = self.best["epoch"]
+        return {
+            "dp": True,
+            "library": "opacus",
+            "clipping": self.job.dp.clipping,
+            "accountant": self.job.dp.accountant,
+            "noise_multiplier": float(self.noise_multiplier),
+            "max_grad_norm": self.job.dp.max_grad_norm,
+            "sample_rate": float(self.sample_rate),
+            "poisson_sampling": True,
+            "expected_batch_size": self.sample_rate * self.n_train,
+            "n_train": self.n_train,
+            "steps_per_epoch": steps_per_epoch,
+            "planned_epochs": self.job.train.epochs,
+            "steps": steps,
+            "steps_at_chosen_epoch": steps_per_epoch * chosen,
+            "delta": self.job.dp.delta,
+            "target_epsilon": self.job.experiment.dp_epsilon,
+            "epsilon_window": list(self.job.dp.epsilon_window),
+            "chosen_epoch": chosen,
+            "epsilon_at_chosen_epoch": self.best["epsilon"],
+            "epsilon_final": self.history[-1]["epsilon"],
+            "chosen_in_window": bool(self.best["eligible"]),
+            "secure_mode": self.job.dp.secure_mode,
+        }
+
+
+def noise_multiplier(job: Job, sample_rate: float) -> float:
+    """σ for the target epsilon over the planned epochs, as ``make_private_with_epsilon``
+    computes it (sample rate 1 / batches per epoch)."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    return get_noise_multiplier(
         target_epsilon=job.experiment.dp_epsilon,
         target_delta=job.dp.delta,
+        sample_rate=sample_rate,
         epochs=job.train.epochs,
-        max_grad_norm=job.dp.max_grad_norm,
-        poisson_sampling=True,
-        noise_generator=noise_gen,
+        accountant=job.dp.accountant,
     )
-    return engine, module, optimizer, loader
+
+
+def _poisson_loader(dataset, batch_size: int, gen: torch.Generator):
+    from opacus.data_loader import DPDataLoader
+
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=gen)
+    return DPDataLoader.from_data_loader(loader, generator=gen), 1 / len(loader)
 
 
 def train_head(
     job: Job,
-    feats: torch.Tensor,
-    y: torch.Tensor,
-    val_feats: torch.Tensor,
-    val_y: torch.Tensor,
     head: nn.Module,
+    train_x: torch.Tensor,
+    y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    state_dir: Path,
+    backbone: nn.Module | None = None,
+    stop_after: int | None = None,
 ):
-    """Train a head on cached features (N, 4 flip variants, F). Returns (best head state,
-    history, privacy info)."""
+    """Train a head. ``train_x`` holds cached features (N, 4 flips, F), or images when a
+    ``backbone`` is given (the faithful loop: backbone in train mode, forward every step).
+    Returns the trainer (history, best state, privacy)."""
     t = job.train
-    gen = torch.Generator().manual_seed(job.seed)
-    variant_gen = torch.Generator().manual_seed(job.seed + 1)
-    loader = DataLoader(
-        TensorDataset(feats, y), batch_size=t.batch_size, shuffle=True, generator=gen
-    )
+    tr = _Trainer(job, state_dir, head, len(y))
     optimizer = torch.optim.AdamW(head.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
-    dp = job.experiment.dp_epsilon is not None
-    engine = None
-    module = head
-    if dp:
-        engine, module, optimizer, loader = _make_private(job, head, optimizer, loader)
-    history, states = [], []
-    for epoch in range(1, t.epochs + 1):
+    sum_loss = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing, reduction="sum")
+    dataset = TensorDataset(torch.arange(len(y)))
+    module, bk, engine = head, None, None
+    if tr.dp:
+        from opacus.accountants import create_accountant
+
+        loader, tr.sample_rate = _poisson_loader(dataset, t.batch_size, tr.gen)
+        tr.noise_multiplier = noise_multiplier(job, tr.sample_rate)
+        expected = int(len(dataset) * tr.sample_rate)  # as Opacus: the "mean" denominator
+        if job.dp.clipping == "bookkeeping":
+            if job.dp.secure_mode:
+                raise UserError("dp.secure_mode needs dp.clipping: opacus (secure noise)")
+            tr.accountant = create_accountant(job.dp.accountant)
+            bk = BookKeepingDP(head, job.dp.max_grad_norm, tr.noise_multiplier, expected, tr.noise)
+        else:
+            engine, module, optimizer = _opacus_head(job, head, optimizer, tr, expected)
+            tr.accountant = engine.accountant
+    else:
+        loader = DataLoader(dataset, batch_size=t.batch_size, shuffle=True, generator=tr.gen)
+    if backbone is not None:
+        backbone.train()  # the original loop: stochastic depth active in the frozen backbone
+
+    def inputs(idx: torch.Tensor) -> torch.Tensor:
+        if backbone is None:  # cached features: one flip variant per sample
+            pick = torch.randint(0, train_x.shape[1], (len(idx),), generator=tr.aug)
+            return train_x[idx, pick]
+        x = train_x[idx].clone()
+        fh = torch.rand(len(idx), generator=tr.aug) < 0.5
+        fv = torch.rand(len(idx), generator=tr.aug) < 0.5
+        x[fh], x[fv] = x[fh].flip(-1), x[fv].flip(-2)
+        with torch.no_grad():
+            return backbone(x.expand(-1, 3, -1, -1).to(job.device)).float().cpu()
+
+    start = tr.resume(optimizer)
+    for epoch in range(start, t.epochs + 1):
         module.train()
         total, count = 0.0, 0
-        for xb, yb in loader:
-            if len(xb) == 0:  # Poisson sampling can draw an empty batch; Opacus still steps
-                xb = xb.reshape(0, feats.shape[-1])
-            else:
-                pick = torch.randint(0, xb.shape[1], (len(xb),), generator=variant_gen)
-                xb = xb[torch.arange(len(xb)), pick]
+        for (idx,) in loader:
             optimizer.zero_grad()
-            loss = loss_fn(module(xb), yb) if len(xb) else module(xb).sum() * 0.0
-            with warnings.catch_warnings():
-                # Opacus' hooks on a head fed with cached features (inputs need no gradient).
-                warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                loss.backward()
+            if len(idx) == 0:  # Poisson sampling can draw an empty batch: noise only
+                if bk is not None:
+                    bk.empty_step()
+                else:
+                    empty = torch.zeros(0, head_in_features(head))
+                    (module(empty).sum() * 0.0).backward()
+            else:
+                out = module(inputs(idx))
+                if bk is not None:
+                    loss = sum_loss(out, y[idx])
+                    bk.clipped_sum(loss)
+                    loss = loss / len(idx)
+                else:
+                    loss = loss_fn(out, y[idx])
+                    with warnings.catch_warnings():
+                        # Opacus' hooks on a head fed with features (inputs need no gradient).
+                        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                        loss.backward()
+                total += loss.item() * len(idx)
+                count += len(idx)
+            if bk is not None:
+                bk.add_noise_and_scale()
+                tr.accountant.step(noise_multiplier=tr.noise_multiplier, sample_rate=tr.sample_rate)
             optimizer.step()
-            total += loss.item() * len(xb)
-            count += len(xb)
         module.eval()
-        val_loss, val_p = _evaluate(module, val_feats, val_y, loss_fn, 4096, "cpu")
-        m = classification_metrics(val_y.numpy(), val_p)
-        eps = engine.get_epsilon(job.dp.delta) if dp else None
-        lo, hi = job.dp.epsilon_window
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": total / max(count, 1),
-                "val_loss": val_loss,
-                "val_auroc": m["auroc"],
-                "val_auprc": m["auprc"],
-                "epsilon": eps,
-                "eligible": (lo * job.experiment.dp_epsilon < eps < hi * job.experiment.dp_epsilon)
-                if dp
-                else True,
-            }
+        val_loss, val_p = _evaluate(head, val_x, val_y, loss_fn, 4096, "cpu")
+        tr.end_epoch(
+            epoch, total / max(count, 1), val_loss, val_p, val_y.numpy(), optimizer, stop_after
         )
-        states.append(copy.deepcopy(head.state_dict()))
-    chosen = _choose(history, dp)
-    privacy = (
-        _privacy_report(job, engine, optimizer, loader, history, chosen, len(y)) if dp else None
+    if bk is not None:
+        bk.close()
+    return tr
+
+
+def head_in_features(head: nn.Module) -> int:
+    return next(m for m in head.modules() if isinstance(m, nn.Linear)).in_features
+
+
+def _opacus_head(job: Job, head: nn.Module, optimizer, tr: _Trainer, expected: int):
+    """Opacus' own per-sample path (GradSampleModule + DPOptimizer) with the same noise
+    multiplier, sampling and accountant."""
+    from opacus import GradSampleModule, PrivacyEngine
+    from opacus.optimizers import DPOptimizer
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine(accountant=job.dp.accountant, secure_mode=job.dp.secure_mode)
+    module = GradSampleModule(head)
+    optimizer = DPOptimizer(
+        optimizer,
+        noise_multiplier=tr.noise_multiplier,
+        max_grad_norm=job.dp.max_grad_norm,
+        expected_batch_size=expected,
+        generator=None if job.dp.secure_mode else tr.noise,
+        secure_mode=job.dp.secure_mode,
     )
-    return states[chosen], history, chosen, privacy
+    optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=tr.sample_rate))
+    return engine, module, optimizer
 
 
 def train_full(
@@ -233,27 +472,28 @@ def train_full(
     y: torch.Tensor,
     val_x: torch.Tensor,
     val_y: torch.Tensor,
+    state_dir: Path,
+    stop_after: int | None = None,
 ):
-    """Train every layer on images with random flips. Returns (best state, history, chosen)."""
+    """Train every layer on images with random flips; mixed precision (bf16) on GPU."""
     t = job.train
-    gen = torch.Generator().manual_seed(job.seed)
     device = job.device
     model.to(device)
+    tr = _Trainer(job, state_dir, model, len(y))
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
     use_amp = device.startswith("cuda")
-    history, states = [], []
-    for epoch in range(1, t.epochs + 1):
+    start = tr.resume(optimizer)
+    for epoch in range(start, t.epochs + 1):
         model.train()
-        perm = torch.randperm(len(x), generator=gen)
+        perm = torch.randperm(len(x), generator=tr.gen)
         total = 0.0
-        for start in range(0, len(x), t.batch_size):
-            idx = perm[start : start + t.batch_size]
+        for s in range(0, len(x), t.batch_size):
+            idx = perm[s : s + t.batch_size]
             xb = x[idx].clone()
-            fh = torch.rand(len(idx), generator=gen) < 0.5
-            fv = torch.rand(len(idx), generator=gen) < 0.5
-            xb[fh] = xb[fh].flip(-1)
-            xb[fv] = xb[fv].flip(-2)
+            fh = torch.rand(len(idx), generator=tr.aug) < 0.5
+            fv = torch.rand(len(idx), generator=tr.aug) < 0.5
+            xb[fh], xb[fv] = xb[fh].flip(-1), xb[fv].flip(-2)
             optimizer.zero_grad()
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                 loss = loss_fn(model(xb.to(device)).float(), y[idx].to(device))
@@ -262,49 +502,8 @@ def train_full(
             total += loss.item() * len(idx)
         model.eval()
         val_loss, val_p = _evaluate(model, val_x, val_y, loss_fn, t.feature_batch_size, device)
-        m = classification_metrics(val_y.numpy(), val_p)
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": total / len(x),
-                "val_loss": val_loss,
-                "val_auroc": m["auroc"],
-                "val_auprc": m["auprc"],
-                "epsilon": None,
-                "eligible": True,
-            }
-        )
-        states.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
-    chosen = _choose(history, dp=False)
-    return states[chosen], history, chosen
-
-
-def _privacy_report(job: Job, engine, optimizer, loader, history, chosen: int, n_train: int):
-    sample_rate = float(getattr(loader, "sample_rate", job.train.batch_size / n_train))
-    steps_per_epoch = len(loader)
-    return {
-        "dp": True,
-        "library": "opacus",
-        "accountant": job.dp.accountant,
-        "noise_multiplier": float(optimizer.noise_multiplier),
-        "max_grad_norm": job.dp.max_grad_norm,
-        "sample_rate": sample_rate,
-        "poisson_sampling": True,
-        "expected_batch_size": sample_rate * n_train,
-        "n_train": n_train,
-        "steps_per_epoch": steps_per_epoch,
-        "planned_epochs": job.train.epochs,
-        "steps": steps_per_epoch * job.train.epochs,
-        "steps_at_chosen_epoch": steps_per_epoch * (chosen + 1),
-        "delta": job.dp.delta,
-        "target_epsilon": job.experiment.dp_epsilon,
-        "epsilon_window": list(job.dp.epsilon_window),
-        "chosen_epoch": chosen + 1,
-        "epsilon_at_chosen_epoch": history[chosen]["epsilon"],
-        "epsilon_final": history[-1]["epsilon"],
-        "chosen_in_window": bool(history[chosen]["eligible"]),
-        "secure_mode": job.dp.secure_mode,
-    }
+        tr.end_epoch(epoch, total / len(x), val_loss, val_p, val_y.numpy(), optimizer, stop_after)
+    return tr
 
 
 # ----------------------------------------------------------------------------- the job
@@ -316,9 +515,12 @@ def run(
     synthetic: pd.DataFrame | None,
     source_model: str | None,
     out_dir: str | os.PathLike,
+    features: list[str] | None = None,
+    stop_after: int | None = None,
 ) -> dict:
     """Train, select, test and write model.pt, metrics.json, predictions.csv, history.csv and
-    privacy.json into ``out_dir``."""
+    privacy.json into ``out_dir``. ``features``: cached backbone features (frozen, non-faithful
+    experiments); computed here when not given."""
     torch.set_num_threads(job.threads)
     torch.manual_seed(job.seed)
     np.random.seed(job.seed)
@@ -333,13 +535,10 @@ def run(
             f"experiment {exp.experiment} starts from {exp.source}: its model is missing"
         )
     out_dir = Path(out_dir)
+    state_dir = out_dir / ".state"
     train, val, tests = select_data(manifest, synthetic, exp.train_data)
-    size = job.model.input_size
-    x_train = models.load_images(train["path"], size)
     y_train = torch.tensor(train["label"].astype(int).values)
-    x_val = models.load_images(val["path"], size)
     y_val = torch.tensor(val["label"].astype(int).values)
-    x_tests = {k: models.load_images(v["path"], size) for k, v in tests.items()}
     log.info(
         "%s seed %d: %d train (%s), %d val, tests %s",
         exp.experiment,
@@ -357,8 +556,7 @@ def run(
                 f"experiment {exp.experiment}: head '{exp.head}' differs from its source "
                 f"{exp.source}'s head '{src_ckpt['head_type']}'; fix config/experiments.tsv."
             )
-        drop = 0.0 if exp.trained == "head" else None
-        backbone = models.load_backbone(source_model, drop)
+        backbone = models.load_backbone(source_model)
         backbone_source = {
             "kind": "model",
             "path": str(source_model),
@@ -373,34 +571,57 @@ def run(
     if src_ckpt is not None:
         head.load_state_dict(src_ckpt["head"])  # the source's head: really load it
     model = models.Classifier(backbone, head)
+    size, fb = job.model.input_size, job.train.feature_batch_size
 
     if exp.trained == "head":
-        fb = job.train.feature_batch_size
-        feats = models.backbone_features(backbone, x_train, batch_size=fb, device=job.device)
-        val_feats = models.backbone_features(backbone, x_val, ("none",), fb, job.device)[:, 0]
-        best, history, chosen, privacy = train_head(job, feats, y_train, val_feats, y_val, head)
-        head.load_state_dict(best)
+        if job.train.faithful:
+            x_train = models.load_images(train["path"], size)
+        elif features:
+            cache = load_feature_cache(features)
+            x_train = _features_for(cache, list(train["path"]), "training")
+        else:
+            x_train = models.backbone_features(
+                backbone, models.load_images(train["path"], size), batch_size=fb, device=job.device
+            )
+
+        def embed(paths) -> torch.Tensor:
+            if features and not job.train.faithful:
+                return _features_for(cache, list(paths), "evaluation")[:, 0]
+            imgs = models.load_images(paths, size)
+            return models.backbone_features(backbone, imgs, ("none",), fb, job.device)[:, 0]
+
+        val_x = embed(val["path"])
+        tr = train_head(
+            job,
+            head,
+            x_train,
+            y_train,
+            val_x,
+            y_val,
+            state_dir,
+            backbone if job.train.faithful else None,
+            stop_after,
+        )
+        head.load_state_dict(tr.best_state)
+        head.eval()
         test_probs = {}
-        for name, xt in x_tests.items():
-            ft = models.backbone_features(backbone, xt, ("none",), fb, job.device)[:, 0]
+        for name, df in tests.items():
             with torch.no_grad():
-                test_probs[name] = torch.softmax(head(ft), 1)[:, 1].numpy()
+                test_probs[name] = torch.softmax(head(embed(df["path"])), 1)[:, 1].numpy()
     else:
-        best, history, chosen = train_full(job, model, x_train, y_train, x_val, y_val)
-        privacy = None
-        model.load_state_dict(best)
+        x_train = models.load_images(train["path"], size)
+        x_val = models.load_images(val["path"], size)
+        tr = train_full(job, model, x_train, y_train, x_val, y_val, state_dir, stop_after)
+        model.load_state_dict(tr.best_state)
         model.eval()
         test_probs = {}
-        loss_fn = nn.CrossEntropyLoss()
-        for name, xt in x_tests.items():
-            yt = torch.tensor(tests[name]["label"].astype(int).values)
-            _, test_probs[name] = _evaluate(
-                model, xt, yt, loss_fn, job.train.feature_batch_size, job.device
-            )
+        for name, df in tests.items():
+            yt = torch.tensor(df["label"].astype(int).values)
+            xt = models.load_images(df["path"], size)
+            _, test_probs[name] = _evaluate(model, xt, yt, nn.CrossEntropyLoss(), fb, job.device)
     model.cpu()
 
-    if privacy is None:
-        privacy = {"dp": False}
+    privacy = tr.privacy() or {"dp": False}
     privacy.update(
         {
             "experiment": exp.experiment,
@@ -413,33 +634,33 @@ def run(
             "note": _privacy_note(exp, job),
         }
     )
-    pred_rows = []
+    best = tr.best
     metrics = {
         "experiment": exp.experiment,
         "paper_id": exp.paper_id,
         "group": exp.group,
         "seed": job.seed,
         "dp_epsilon": exp.dp_epsilon,
-        "chosen_epoch": chosen + 1,
+        "chosen_epoch": best["epoch"],
         "epochs": job.train.epochs,
         "n_train": len(train),
-        "val": {
-            "auroc": history[chosen]["val_auroc"],
-            "auprc": history[chosen]["val_auprc"],
-            "loss": history[chosen]["val_loss"],
-        },
+        "val": {"auroc": best["val_auroc"], "auprc": best["val_auprc"], "loss": best["val_loss"]},
         "test": {},
     }
+    pred_rows = []
     for name, probs in test_probs.items():
         labels = tests[name]["label"].astype(int).values
         metrics["test"][name] = classification_metrics(labels, probs)
-        for (_, r), p in zip(tests[name].iterrows(), probs, strict=True):
+        metrics["test"][name]["ci95"] = bootstrap_ci(
+            labels, probs, job.train.bootstrap, seed=job.seed
+        )
+        for r, p in zip(tests[name].itertuples(), probs, strict=True):
             pred_rows.append(
                 {
                     "dataset": name,
-                    "lesion_id": r["lesion_id"],
-                    "patient_id": r["patient_id"],
-                    "label": int(r["label"]),
+                    "lesion_id": r.lesion_id,
+                    "patient_id": r.patient_id,
+                    "label": int(r.label),
                     "p_benign": float(p),
                     "pred": int(p >= 0.5),
                 }
@@ -453,10 +674,11 @@ def run(
         backbone_trained=exp.trained == "all",
         backbone_source=backbone_source,
     )
-    write_csv(out_dir / "history.csv", pd.DataFrame(history))
+    write_csv(out_dir / "history.csv", pd.DataFrame(tr.history))
     write_csv(out_dir / "predictions.csv", pd.DataFrame(pred_rows))
     write_json(out_dir / "privacy.json", _finite(privacy))
     write_json(out_dir / "metrics.json", _finite(metrics))
+    shutil.rmtree(state_dir, ignore_errors=True)  # done: nothing to resume
     return metrics
 
 

@@ -225,6 +225,31 @@ def cmd_frd(a):
     write_csv(a.out, table)
 
 
+def cmd_backbone_features(a):
+    import torch
+
+    from . import models
+    from .fileio import atomic_path, read_csv
+
+    _threads(a.threads)
+    device = resolve_device(a.device)
+    images = read_csv(a.images, required=["path"])
+    paths = sorted(set(images["path"]))
+    if a.source_model:
+        backbone = models.load_backbone(a.source_model)
+    else:
+        backbone = models.create_backbone(models.ModelSpec.from_dict(json.loads(a.model)))
+    size = json.loads(a.model)["input_size"]
+    feats = []
+    for start in range(0, len(paths), 512):  # bounded memory: images are loaded in chunks
+        x = models.load_images(paths[start : start + 512], size)
+        feats.append(models.backbone_features(backbone, x, batch_size=a.batch_size, device=device))
+    blob = {"paths": paths, "features": torch.cat(feats), "variants": list(models.FLIPS)}
+    with atomic_path(a.out) as tmp:
+        torch.save(blob, tmp)
+    log.info("%d images x %d flips x %d features", *blob["features"].shape)
+
+
 def cmd_classify(a):
     from . import classify, models
     from .fileio import read_csv
@@ -245,7 +270,7 @@ def cmd_classify(a):
     )
     manifest = read_csv(a.manifest, required=MANIFEST_COLUMNS)
     synthetic = read_csv(a.synthetic, required=["path", "label"]) if a.synthetic else None
-    metrics = classify.run(job, manifest, synthetic, a.source_model, a.out_dir)
+    metrics = classify.run(job, manifest, synthetic, a.source_model, a.out_dir, a.features)
     log.info("test metrics: %s", json.dumps(metrics["test"]))
 
 
@@ -395,8 +420,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", required=True)
     s.add_argument("--synthetic")
     s.add_argument("--source-model")
+    s.add_argument("--features", nargs="*", help="cached backbone features (frozen backbones)")
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_classify)
+
+    s = sub.add_parser("backbone-features", help="pooled backbone features per image and flip")
+    s.add_argument("--images", required=True, help="a manifest CSV with a path column")
+    s.add_argument("--model", required=True, help="JSON: classifier.model")
+    s.add_argument("--source-model", help="take the backbone from this checkpoint instead")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_backbone_features)
 
     s = sub.add_parser("tables", help="render the paper's tables")
     s.add_argument("--metrics", nargs="*", default=[])

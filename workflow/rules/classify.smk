@@ -1,4 +1,28 @@
-# Classification stage: one job per (experiment, seed) of the experiment table.
+# Classification stage: one job per (experiment, seed) of the experiment table; frozen
+# backbones read features computed once per backbone and image set.
+
+
+rule backbone_features:
+    input:
+        unpack(feature_inputs),
+    output:
+        "results/features/{backbone}/{imageset}.pt",
+    log:
+        "results/logs/features/{backbone}/{imageset}.log",
+    benchmark:
+        "results/benchmarks/features/{backbone}/{imageset}.tsv"
+    threads: config["classifier"]["threads"]
+    resources:
+        gpu=1 if GPU_JOBS else 0,
+    params:
+        model=as_json(config["classifier"]["model"]),
+        source=lambda wc, input: optional_flag(input, "source_model", "--source-model"),
+        batch_size=config["classifier"]["train"]["feature_batch_size"],
+        device=config["device"],
+    shell:
+        "mammodp backbone-features --images {input.images} --model {params.model:q}"
+        " {params.source} --batch-size {params.batch_size} --device {params.device}"
+        " --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule classify:
@@ -16,12 +40,18 @@ rule classify:
         "results/benchmarks/classify/{experiment}/seed{seed}.tsv"
     threads: config["classifier"]["threads"]
     resources:
-        gpu=1 if GPU_JOBS else 0,
+        gpu=classify_gpu,
     params:
         job=job_json,
         synthetic=lambda wc, input: optional_flag(input, "synthetic", "--synthetic"),
         source=lambda wc, input: optional_flag(input, "source_model", "--source-model"),
+        features=lambda wc, input: (
+            "--features " + " ".join(input.features)
+            if "features" in input.keys()
+            else ""
+        ),
         out_dir=lambda wc: run_dir(wc.experiment, wc.seed),
     shell:
         "mammodp classify --job {params.job:q} --manifest {input.manifest}"
-        " {params.synthetic} {params.source} --out-dir {params.out_dir} > {log} 2>&1"
+        " {params.synthetic} {params.source} {params.features} --out-dir {params.out_dir}"
+        " > {log} 2>&1"

@@ -49,6 +49,8 @@ GPU_JOBS = gpu_jobs()
 wildcard_constraints:
     experiment="[a-z0-9_]+",
     seed=r"\d+",
+    backbone=r"pretrained|[a-z0-9_]+-seed\d+",
+    imageset="real|synthetic",
 
 
 def as_json(obj):
@@ -129,6 +131,23 @@ def run_dir(experiment, seed):
     return f"results/classify/{experiment}/seed{seed}"
 
 
+def backbone_key(experiment, seed):
+    """Which backbone weights an experiment's frozen backbone has: the configured pretrained
+    ones, or those of the experiment in its pretraining chain that trained every layer.
+    """
+    exp = EXPERIMENTS[experiment]
+    while exp.source:
+        source = EXPERIMENTS[exp.source]
+        if source.trained == "all":
+            return f"{source.experiment}-seed{seed}"
+        exp = source
+    return "pretrained"
+
+
+def uses_feature_cache(exp):
+    return exp.trained == "head" and not config["classifier"]["train"]["faithful"]
+
+
 def classify_inputs(wildcards):
     exp = EXPERIMENTS[wildcards.experiment]
     inputs = {"manifest": f"{DATA}/crops.csv"}
@@ -137,7 +156,29 @@ def classify_inputs(wildcards):
     if exp.source:
         # Pretraining is a DAG edge: the source experiment of the same seed.
         inputs["source_model"] = f"{run_dir(exp.source, wildcards.seed)}/model.pt"
+    if uses_feature_cache(exp):
+        key = backbone_key(wildcards.experiment, wildcards.seed)
+        inputs["features"] = [f"results/features/{key}/real.pt"]
+        if "synthetic" in exp.train_data:
+            inputs["features"].append(f"results/features/{key}/synthetic.pt")
     return inputs
+
+
+def feature_inputs(wildcards):
+    images = (
+        f"{DATA}/crops.csv" if wildcards.imageset == "real" else synthetic_manifest()
+    )
+    inputs = {"images": images}
+    if wildcards.backbone != "pretrained":
+        experiment, seed = wildcards.backbone.rsplit("-seed", 1)
+        inputs["source_model"] = f"{run_dir(experiment, seed)}/model.pt"
+    return inputs
+
+
+def classify_gpu(wildcards):
+    """Only full fine-tuning and the faithful loop run the backbone in a classifier job."""
+    exp = EXPERIMENTS[wildcards.experiment]
+    return 1 if GPU_JOBS and not uses_feature_cache(exp) else 0
 
 
 def optional_flag(inputs, name, flag):

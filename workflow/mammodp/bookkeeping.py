@@ -1,0 +1,97 @@
+"""DP-SGD clipping for heads made of linear layers, without per-sample gradients.
+
+For a linear layer y = W a + b and a sample i with output gradient g_i, the per-sample gradient
+is g_i a_iᵀ (and g_i for the bias), so its squared norm is |g_i|² |a_i|² (+ |g_i|²): the norm
+of every sample's gradient comes from two vector norms ("book-keeping"), and the clipped sum
+Σ_i c_i g_i a_iᵀ is one reweighted matrix product. The result equals Opacus' per-sample path (the
+same clip factors, C / (|∇_i| + 1e-6) capped at 1, the same sum); Opacus still does the Poisson
+sampling and the privacy accounting. Noise is added as Opacus does: N(0, (σC)²) per coordinate,
+then the sum is divided by the expected batch size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+POINTWISE = (nn.LeakyReLU, nn.ReLU, nn.Identity, nn.GELU, nn.Tanh, nn.Sigmoid)
+
+
+class BookKeepingDP:
+    def __init__(
+        self,
+        module: nn.Module,
+        max_grad_norm: float,
+        noise_multiplier: float,
+        expected_batch_size: float,
+        generator: torch.Generator | None = None,
+    ):
+        self.linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+        for m in module.modules():
+            if m is module or isinstance(m, (nn.Linear, nn.Sequential)):
+                continue
+            if not isinstance(m, POINTWISE):
+                raise ValueError(
+                    f"book-keeping clipping supports linear layers and pointwise activations "
+                    f"only, not {type(m).__name__}; use dp.clipping: opacus"
+                )
+        if not self.linears:
+            raise ValueError("no linear layer to train")
+        self.module = module
+        self.max_grad_norm = max_grad_norm
+        self.noise_multiplier = noise_multiplier
+        self.expected_batch_size = expected_batch_size
+        self.generator = generator
+        self._inputs: list[torch.Tensor] = []
+        self._outputs: list[torch.Tensor] = []
+        self._handles = [m.register_forward_hook(self._hook) for m in self.linears]
+
+    def _hook(self, layer, inputs, output):
+        if not torch.is_grad_enabled():  # evaluation forwards are not training steps
+            return
+        if inputs[0].dim() != 2:
+            raise ValueError("book-keeping clipping needs (batch, features) inputs")
+        self._inputs.append(inputs[0].detach())
+        self._outputs.append(output)
+
+    def clipped_sum(self, loss_sum: torch.Tensor) -> torch.Tensor:
+        """Set each parameter's ``.grad`` to the clipped sum of per-sample gradients of
+        ``loss_sum`` (a sum over samples of the forward just run); return per-sample norms."""
+        grads = torch.autograd.grad(loss_sum, self._outputs)
+        sq = None
+        for a, g, layer in zip(self._inputs, grads, self.linears, strict=True):
+            term = g.pow(2).sum(1) * (a.pow(2).sum(1) + (1.0 if layer.bias is not None else 0.0))
+            sq = term if sq is None else sq + term
+        norms = sq.sqrt()
+        clip = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+        for a, g, layer in zip(self._inputs, grads, self.linears, strict=True):
+            weighted = g * clip[:, None]
+            layer.weight.grad = weighted.t() @ a
+            if layer.bias is not None:
+                layer.bias.grad = weighted.sum(0)
+        self._inputs.clear()
+        self._outputs.clear()
+        return norms
+
+    def empty_step(self) -> None:
+        """A Poisson batch can be empty: the gradient is zero and only noise is added."""
+        for layer in self.linears:
+            for p in layer.parameters():
+                p.grad = torch.zeros_like(p)
+        self._inputs.clear()
+        self._outputs.clear()
+
+    def add_noise_and_scale(self) -> None:
+        std = self.noise_multiplier * self.max_grad_norm
+        for layer in self.linears:
+            for p in layer.parameters():
+                if std > 0:
+                    noise = torch.normal(
+                        0.0, std, size=p.shape, generator=self.generator, dtype=p.dtype
+                    )
+                    p.grad = p.grad + noise
+                p.grad = p.grad / self.expected_batch_size
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
