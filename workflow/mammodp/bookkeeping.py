@@ -89,8 +89,8 @@ class BookKeepingDP:
                     noise = torch.normal(
                         0.0, std, size=p.shape, generator=self.generator, dtype=p.dtype
                     )
-                    p.grad = p.grad + noise
-                p.grad = p.grad / self.expected_batch_size
+                    p.grad.add_(noise)
+                p.grad.div_(self.expected_batch_size)
 
     def close(self) -> None:
         for h in self._handles:
