@@ -22,6 +22,7 @@ $(STAMP): envs/requirements.lock pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report results/report.html
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 import statistics
+from pathlib import Path
 
 import cv2
 import pandas as pd
 
-from mammodp import report
+from mammodp import figures, tables
 
 from .conftest import REPO
 
@@ -64,7 +65,7 @@ def _runs(tmp_path):
 def test_main_table_recomputed_independently(tmp_path):
     values, paths = _runs(tmp_path)
     selected = ["real_frozen_nodp", "real_frozen_dp_eps6", "syn_full_nodp"]
-    report.write_tables(paths, TABLE, selected, [1, 2, 3], None, tmp_path / "tables")
+    tables.write_tables(paths, TABLE, selected, [1, 2, 3], None, tmp_path / "tables")
     df = pd.read_csv(tmp_path / "tables" / "main.csv")
     for exp in ("real_frozen_nodp", "real_frozen_dp_eps6"):
         vals = [v for (e, _), v in values.items() if e == exp]
@@ -87,7 +88,7 @@ def test_main_table_recomputed_independently(tmp_path):
 
 def test_latex_is_balanced_booktabs(tmp_path):
     _, paths = _runs(tmp_path)
-    report.write_tables(
+    tables.write_tables(
         paths, TABLE, ["real_frozen_nodp", "real_frozen_dp_eps6"], [1, 2, 3], None, tmp_path / "t"
     )
     tex = (tmp_path / "t" / "main.tex").read_text()
@@ -102,10 +103,38 @@ def test_latex_is_balanced_booktabs(tmp_path):
     assert "_" not in re.sub(r"\\_", "", body)  # escaped underscores
 
 
-def test_privacy_utility_figure(tmp_path):
+def test_all_figures_are_valid_images(tmp_path):
+    import numpy as np
+
     _, paths = _runs(tmp_path)
-    out = tmp_path / "fig.png"
-    report.privacy_utility_figure(paths, TABLE, ["real_frozen_nodp", "real_frozen_dp_eps6"], out)
-    img = cv2.imread(str(out))
-    assert img is not None and img.shape[0] > 300 and img.shape[1] > 600
-    assert img.std() > 5  # not blank
+    for p in paths:  # predictions beside each metrics.json
+        pd.DataFrame(
+            {
+                "dataset": ["cbis-ddsm"] * 6,
+                "label": [0, 1, 0, 1, 1, 0],
+                "p_benign": [0.2, 0.8, 0.4, 0.6, 0.9, 0.1],
+            }
+        ).to_csv(Path(p).with_name("predictions.csv"), index=False)
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    rows = []
+    for i in range(8):
+        path = crops / f"{i}.png"
+        cv2.imwrite(str(path), np.full((128, 128), 30 * i, np.uint8))
+        rows.append({"path": str(path), "label": i % 2, "split": "train", "dataset": "cbis-ddsm"})
+    pd.DataFrame(rows).to_csv(tmp_path / "crops.csv", index=False)
+    pd.DataFrame(rows)[["path", "label"]].to_csv(tmp_path / "syn.csv", index=False)
+    pd.DataFrame({"epoch": [1, 2, 3], "loss_d": [1.0, 0.8, 0.7], "loss_g": [2.0, 1.5, 1.4]}).to_csv(
+        tmp_path / "losses.csv", index=False
+    )
+    selected = ["real_frozen_nodp", "real_frozen_dp_eps6"]
+    out = tmp_path / "fig"
+    figures.privacy_utility(paths, TABLE, selected, out / "privacy_utility.png")
+    figures.curves(paths, TABLE, selected, out / "roc_pr.png")
+    figures.sample_grid(tmp_path / "crops.csv", tmp_path / "syn.csv", out / "samples.png")
+    figures.gan_losses(tmp_path / "losses.csv", out / "mcgan_losses.png")
+    for name in ("privacy_utility", "roc_pr", "samples", "mcgan_losses"):
+        img = cv2.imread(str(out / f"{name}.png"))
+        assert img is not None and min(img.shape[:2]) > 200 and img.std() > 5, name
+        pdf = (out / f"{name}.pdf").read_bytes()
+        assert pdf.startswith(b"%PDF") and len(pdf) > 2000, name

@@ -131,9 +131,19 @@ def test_tiny_run_end_to_end_then_rerun_is_a_no_op(workdir, write_config):
     frd = pd.read_csv(res / "fidelity" / "frd.csv")
     assert (frd["class"] == "pooled").sum() == 4 and frd["value"].notna().all()
     assert set(frd["class"]) == {"pooled", "benign", "malignant"}
-    assert (res / "figures" / "privacy_utility.png").stat().st_size > 10_000
+    for fig in ("privacy_utility", "roc_pr", "samples", "mcgan_losses"):
+        assert (res / "figures" / f"{fig}.png").stat().st_size > 10_000
+        assert (res / "figures" / f"{fig}.pdf").stat().st_size > 2_000
+    run = json.loads((res / "provenance" / "run.json").read_text())
+    assert len(run["config_sha256"]) == 64
     again = snakemake(workdir, "--configfile", str(cfg), "--cores", "2")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    # The self-contained HTML report: tables, figures, provenance with their captions.
+    rep = snakemake(workdir, "--configfile", str(cfg), "--report", "results/report.html")
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    html = (res / "report.html").read_text()
+    for text in ("main results", "privacy-utility", "software versions", "Osuala"):
+        assert text in html, text
 
 
 @pytest.mark.workflow

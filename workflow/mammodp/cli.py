@@ -274,16 +274,27 @@ def cmd_classify(a):
     log.info("test metrics: %s", json.dumps(metrics["test"]))
 
 
-def cmd_tables(a):
-    from . import report
+def cmd_provenance(a):
+    from . import provenance
 
-    report.write_tables(a.metrics, a.experiments_table, a.select, a.seeds, a.frd, a.out_dir)
+    provenance.write(json.loads(a.config), a.repo, a.out_dir)
+
+
+def cmd_tables(a):
+    from . import tables
+
+    tables.write_tables(a.metrics, a.experiments_table, a.select, a.seeds, a.frd, a.out_dir)
 
 
 def cmd_figures(a):
-    from . import report
+    from . import figures
 
-    report.privacy_utility_figure(a.metrics, a.experiments_table, a.select, a.out)
+    out = Path(a.out_dir)
+    figures.privacy_utility(a.metrics, a.experiments_table, a.select, out / "privacy_utility.png")
+    figures.curves(a.metrics, a.experiments_table, a.select, out / "roc_pr.png", a.curve_epsilon)
+    figures.sample_grid(a.manifest, a.synthetic, out / "samples.png", seed=a.seed)
+    if a.gan_losses:
+        figures.gan_losses(a.gan_losses, out / "mcgan_losses.png")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -443,11 +454,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_tables)
 
-    s = sub.add_parser("figures", help="render the privacy-utility figure")
+    s = sub.add_parser("provenance", help="config, code version and software versions")
+    s.add_argument("--config", required=True, help="JSON: the config of this run")
+    s.add_argument("--repo", required=True, help="the workflow's checkout (for its git commit)")
+    s.add_argument("--out-dir", required=True)
+    s.set_defaults(func=cmd_provenance)
+
+    s = sub.add_parser("figures", help="render the paper's figures (PNG and PDF)")
     s.add_argument("--metrics", nargs="*", default=[])
     s.add_argument("--experiments-table", required=True)
     s.add_argument("--select", nargs="+", required=True)
-    s.add_argument("--out", required=True)
+    s.add_argument("--manifest", required=True, help="crops.csv (real crops for the grid)")
+    s.add_argument("--synthetic", required=True, help="synthetic manifest (for the grid)")
+    s.add_argument("--gan-losses", help="MCGAN losses.csv (when the MCGAN was trained here)")
+    s.add_argument("--curve-epsilon", type=float, default=6.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_figures)
     return p
 

@@ -85,6 +85,12 @@ def validate_config(config: dict, source: str = "config", schema_dir=SCHEMA_DIR)
             f"invalid config in {source}: synthesis.mcgan.real_label_low must be below "
             "real_label_high"
         )
+    dp = config["classifier"]["dp"]
+    if dp["secure_mode"] and dp["clipping"] != "opacus":
+        raise ConfigError(
+            f"invalid config in {source}: classifier.dp.secure_mode needs "
+            "classifier.dp.clipping: opacus (its secure noise generation)"
+        )
     split_file = config["data"]["split"]["file"]
     if split_file and not Path(split_file).is_file():
         raise ConfigError(

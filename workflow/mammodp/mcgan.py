@@ -333,7 +333,9 @@ def train(
             shutil.copy(state_dir / name, tmp / name)
         losses = pd.DataFrame(history)
         write_csv(tmp / "losses.csv", losses)
-        plot_losses(losses, tmp / "losses.png")
+        from .figures import gan_losses
+
+        gan_losses(tmp / "losses.csv", tmp / "losses.png")
         if engine is not None:
             write_json(tmp / "privacy.json", _gan_privacy(engine, opt_d, loader, dp, history, n))
     return history[-1]
@@ -381,24 +383,6 @@ def _gan_privacy(engine, opt_d, loader, dp: GanDPSpec, history, n_train: int) ->
 def _save_generator(g: Generator, spec: GanSpec, epoch: int, path: Path) -> None:
     state = {k: v.detach().cpu() for k, v in g.state_dict().items()}
     torch.save({"spec": asdict(spec), "generator": state, "epochs_trained": epoch}, path)
-
-
-def plot_losses(losses: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2), constrained_layout=True)
-    ax.plot(losses["epoch"], losses["loss_d"], color="0.0", label="discriminator")
-    ax.plot(losses["epoch"], losses["loss_g"], color="0.5", linestyle="--", label="generator")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("BCE loss (epoch mean)")
-    ax.set_title("MCGAN training losses", fontsize=10)
-    ax.legend(frameon=False)
-    ax.grid(True, alpha=0.3)
-    fig.savefig(path, dpi=120, format="png")
-    plt.close(fig)
 
 
 def load_generator(path: str | Path) -> tuple[Generator, GanSpec]:

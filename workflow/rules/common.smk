@@ -208,9 +208,26 @@ def run_files(name):
     return [f"{run_dir(e, s)}/{name}" for e in SELECTED for s in SEEDS]
 
 
-def final_outputs():
-    return [
-        "results/tables/main.md",
-        "results/figures/privacy_utility.png",
-        "results/fidelity/frd.csv",
-    ]
+def figure_inputs(wildcards):
+    inputs = {
+        "metrics": run_files("metrics.json"),
+        "predictions": run_files("predictions.csv"),
+        "experiments": config["experiments"]["table"],
+        "manifest": f"{DATA}/crops.csv",
+        "synthetic": synthetic_manifest(),
+    }
+    if GENERATOR == "mcgan":
+        inputs["losses"] = "results/synthesis/mcgan/model"
+    return inputs
+
+
+def gan_loss_figures():
+    if GENERATOR != "mcgan":
+        return []
+    png = report(
+        "results/figures/mcgan_losses.png",
+        caption="../report/mcgan_losses.rst",
+        category="2. Figures",
+        labels={"figure": "MCGAN losses"},
+    )
+    return [png, "results/figures/mcgan_losses.pdf"]

@@ -6,11 +6,7 @@ rule frd:
         manifest=f"{DATA}/crops.csv",
         synthetic=synthetic_manifest(),
     output:
-        report(
-            "results/fidelity/frd.csv",
-            caption="../report/frd.rst",
-            category="Fidelity",
-        ),
+        "results/fidelity/frd.csv",
     log:
         "results/logs/fidelity/frd.log",
     benchmark:

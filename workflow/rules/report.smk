@@ -1,4 +1,4 @@
-# Report stage: the paper's tables and figures from the per-run files.
+# Report stage: the paper's tables and figures from the per-run files, and provenance.
 
 
 rule tables:
@@ -8,13 +8,27 @@ rule tables:
         experiments=config["experiments"]["table"],
         frd="results/fidelity/frd.csv",
     output:
-        main=report(
-            multiext("results/tables/main", ".md", ".csv", ".tex"),
+        main=multiext("results/tables/main", ".md", ".tex"),
+        main_csv=report(
+            "results/tables/main.csv",
             caption="../report/main_table.rst",
-            category="Tables",
+            category="1. Tables",
+            labels={"table": "main results"},
         ),
-        privacy=multiext("results/tables/privacy", ".md", ".csv"),
-        fidelity=multiext("results/tables/fidelity", ".md", ".csv"),
+        privacy_md="results/tables/privacy.md",
+        privacy=report(
+            "results/tables/privacy.csv",
+            caption="../report/privacy_table.rst",
+            category="1. Tables",
+            labels={"table": "privacy"},
+        ),
+        fidelity_md="results/tables/fidelity.md",
+        fidelity=report(
+            "results/tables/fidelity.csv",
+            caption="../report/frd.rst",
+            category="1. Tables",
+            labels={"table": "fidelity (FRD)"},
+        ),
     log:
         "results/logs/report/tables.log",
     benchmark:
@@ -30,20 +44,75 @@ rule tables:
 
 rule figures:
     input:
-        metrics=run_files("metrics.json"),
-        experiments=config["experiments"]["table"],
+        unpack(figure_inputs),
     output:
-        report(
+        privacy_utility=report(
             "results/figures/privacy_utility.png",
             caption="../report/privacy_utility.rst",
-            category="Figures",
+            category="2. Figures",
+            labels={"figure": "privacy-utility"},
         ),
+        curves=report(
+            "results/figures/roc_pr.png",
+            caption="../report/roc_pr.rst",
+            category="2. Figures",
+            labels={"figure": "ROC and precision-recall"},
+        ),
+        samples=report(
+            "results/figures/samples.png",
+            caption="../report/samples.rst",
+            category="2. Figures",
+            labels={"figure": "real vs synthetic crops"},
+        ),
+        pdfs=multiext(
+            "results/figures/", "privacy_utility.pdf", "roc_pr.pdf", "samples.pdf"
+        ),
+        gan=gan_loss_figures(),
     log:
         "results/logs/report/figures.log",
     benchmark:
         "results/benchmarks/report/figures.tsv"
     params:
         select=" ".join(SELECTED),
+        gan=lambda wc, input: (
+            f"--gan-losses {input.losses}/losses.csv"
+            if "losses" in input.keys()
+            else ""
+        ),
+        seed=config["synthesis"]["seed"],
     shell:
         "mammodp figures --metrics {input.metrics} --experiments-table {input.experiments}"
-        " --select {params.select} --out {output} > {log} 2>&1"
+        " --select {params.select} --manifest {input.manifest} --synthetic {input.synthetic}"
+        " {params.gan} --seed {params.seed} --out-dir results/figures > {log} 2>&1"
+
+
+rule provenance:
+    output:
+        software=report(
+            "results/provenance/software.csv",
+            caption="../report/software.rst",
+            category="3. Provenance",
+            labels={"item": "software versions"},
+        ),
+        config=report(
+            "results/provenance/config.yaml",
+            caption="../report/config.rst",
+            category="3. Provenance",
+            labels={"item": "configuration"},
+        ),
+        run=report(
+            "results/provenance/run.json",
+            caption="../report/run.rst",
+            category="3. Provenance",
+            labels={"item": "code version and config hash"},
+        ),
+    log:
+        "results/logs/report/provenance.log",
+    benchmark:
+        "results/benchmarks/report/provenance.tsv"
+    params:
+        config=as_json(config),
+        repo=workflow.basedir,
+    shell:
+        "mammodp provenance --config {params.config:q} --repo {params.repo:q}"
+        " --out-dir results/provenance > {log} 2>&1"

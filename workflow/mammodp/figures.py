@@ -1,0 +1,221 @@
+"""The paper's figures (PNG and PDF, matplotlib, readable in greyscale print), computed from the
+per-run files: privacy-utility curves, ROC and precision-recall curves per regime, a sample grid
+of real vs synthetic crops, the MCGAN loss curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from .config import load_experiments
+from .fileio import atomic_path
+from .tables import GROUP_ORDER, GROUP_TITLE, METRIC_TITLE, TEST_SETS, TEST_TITLE, summarise
+
+MARKERS = {
+    "real": "o",
+    "real+synthetic": "s",
+    "synthetic": "^",
+    "synthetic-pretrained": "D",
+    "ablation": "v",
+    "extra": "x",
+}
+LINESTYLES = {
+    "real": "-",
+    "real+synthetic": "--",
+    "synthetic": ":",
+    "synthetic-pretrained": "-.",
+    "ablation": (0, (1, 1)),
+    "extra": (0, (3, 1, 1, 1)),
+}
+GREYS = {
+    "real": "0.0",
+    "real+synthetic": "0.35",
+    "synthetic": "0.55",
+    "synthetic-pretrained": "0.2",
+    "ablation": "0.5",
+    "extra": "0.6",
+}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, out: str | Path) -> None:
+    """Write ``out`` (.png) and its .pdf twin, atomically."""
+    out = Path(out)
+    for path in (out, out.with_suffix(".pdf")):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=150, format=path.suffix.lstrip("."))
+    _plt().close(fig)
+
+
+def privacy_utility(metric_paths, experiments_table, selected, out, test_set="cbis-ddsm"):
+    """AUROC and AUPRC vs epsilon per training regime; non-DP runs as horizontal references;
+    error bars are the population std over seeds."""
+    plt = _plt()
+    from matplotlib.ticker import NullFormatter
+
+    seeds = sorted({json.loads(Path(p).read_text())["seed"] for p in metric_paths}) or [0]
+    df = summarise(metric_paths, experiments_table, selected, seeds)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+    dp_eps = sorted({e for e in df["dp_epsilon"] if e is not None and not pd.isna(e)})
+    for ax, metric in zip(axes, ("auroc", "auprc"), strict=True):
+        for group in GROUP_ORDER:
+            g = df[df["group"] == group]
+            if g.empty:
+                continue
+            style = dict(color=GREYS[group], marker=MARKERS[group], linestyle=LINESTYLES[group])
+            dp = g[g["dp_epsilon"].notna()].sort_values("dp_epsilon")
+            dp = dp[dp[f"{test_set}_{metric}_n"] > 0]
+            if len(dp):
+                # A small per-regime offset keeps overlapping error bars apart on the log axis.
+                offset = 1 + 0.04 * (GROUP_ORDER.index(group) - 2)
+                ax.errorbar(
+                    dp["dp_epsilon"] * offset,
+                    dp[f"{test_set}_{metric}_mean"],
+                    yerr=dp[f"{test_set}_{metric}_std"],
+                    capsize=3,
+                    label=f"{GROUP_TITLE[group]} (DP)",
+                    **style,
+                )
+            nodp = g[g["dp_epsilon"].isna() & (g[f"{test_set}_{metric}_n"] > 0)]
+            for _, r in nodp.iterrows():
+                ax.axhline(
+                    r[f"{test_set}_{metric}_mean"],
+                    color=GREYS[group],
+                    linewidth=1,
+                    linestyle=LINESTYLES[group],
+                    alpha=0.8,
+                    label=f"{GROUP_TITLE[group]}: {r['experiment']} (non-DP)",
+                )
+        if dp_eps:
+            ax.set_xscale("log")
+            ax.set_xticks(dp_eps, [f"{e:g}" for e in dp_eps])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("privacy budget ε (δ fixed)")
+        ax.set_ylabel(f"{METRIC_TITLE[metric]} ({TEST_TITLE[test_set]})")
+        ax.grid(True, alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=7, frameon=False)
+    fig.suptitle("Privacy–utility trade-off (mean ± std over seeds)", fontsize=10)
+    save(fig, out)
+
+
+def curves(metric_paths, experiments_table, selected, out, epsilon: float = 6.0):
+    """ROC and precision-recall curves on both test sets for every selected experiment that is
+    non-DP or at ``epsilon``, from the predictions of all its seeds (pooled)."""
+    plt = _plt()
+    table = load_experiments(experiments_table)
+    chosen = [e for e in selected if table[e].dp_epsilon in (None, epsilon)]
+    preds = {}
+    for p in metric_paths:
+        exp = json.loads(Path(p).read_text())["experiment"]
+        if exp in chosen:
+            preds.setdefault(exp, []).append(pd.read_csv(Path(p).with_name("predictions.csv")))
+    sets = [
+        ts for ts in TEST_SETS if any((ts == f["dataset"]).any() for v in preds.values() for f in v)
+    ]
+    fig, axes = plt.subplots(
+        2,
+        max(len(sets), 1),
+        figsize=(4.2 * max(len(sets), 1), 7.4),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for col, ts in enumerate(sets):
+        roc_ax, pr_ax = axes[0, col], axes[1, col]
+        for exp in chosen:
+            if exp not in preds:
+                continue
+            df = pd.concat(preds[exp])
+            df = df[df["dataset"] == ts]
+            if df["label"].nunique() < 2:
+                continue
+            e = table[exp]
+            # Regime: grey level and dash pattern; DP runs thinner, with markers.
+            style = dict(color=GREYS[e.group], linestyle=LINESTYLES[e.group], linewidth=2.0)
+            if e.dp_epsilon is not None:
+                style.update(linewidth=1.0, marker=MARKERS[e.group], markersize=3, markevery=0.1)
+            eps = "non-DP" if e.dp_epsilon is None else f"ε={e.dp_epsilon:g}"
+            label = f"{exp} ({eps})"
+            fpr, tpr, _ = skm.roc_curve(df["label"], df["p_benign"])
+            roc_ax.plot(fpr, tpr, label=label, **style)
+            prec, rec, _ = skm.precision_recall_curve(df["label"], df["p_benign"])
+            pr_ax.plot(rec, prec, label=label, **style)
+        roc_ax.plot([0, 1], [0, 1], color="0.8", linewidth=0.8)
+        roc_ax.set(
+            xlabel="false positive rate",
+            ylabel="true positive rate (benign)",
+            title=f"ROC, {TEST_TITLE[ts]}",
+        )
+        pr_ax.set(
+            xlabel="recall (benign)",
+            ylabel="precision (benign)",
+            title=f"Precision-recall, {TEST_TITLE[ts]}",
+        )
+        for ax in (roc_ax, pr_ax):
+            ax.title.set_fontsize(9)
+            ax.grid(True, alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=7, frameon=False)
+    save(fig, out)
+
+
+def sample_grid(manifest_csv, synthetic_csv, out, per_row: int = 8, seed: int = 0):
+    """Rows: real benign, real malignant, synthetic benign, synthetic malignant (seeded picks
+    of real training crops and synthetic crops)."""
+    plt = _plt()
+    manifest = pd.read_csv(manifest_csv)
+    real = manifest[(manifest["split"] == "train") & (manifest["dataset"] == "cbis-ddsm")]
+    synthetic = pd.read_csv(synthetic_csv)
+    rng = np.random.default_rng(seed)
+    rows, titles = [], []
+    for name, df in (("real", real), ("synthetic", synthetic)):
+        for label, cls in ((1, "benign"), (0, "malignant")):
+            part = df[df["label"].astype(int) == label]["path"].tolist()
+            picks = (
+                [
+                    part[i]
+                    for i in sorted(rng.choice(len(part), min(per_row, len(part)), replace=False))
+                ]
+                if part
+                else []
+            )
+            imgs = [cv2.imread(p, cv2.IMREAD_GRAYSCALE) for p in picks]
+            imgs += [np.full((128, 128), 255, np.uint8)] * (per_row - len(imgs))
+            rows.append(np.hstack(imgs))
+            titles.append(f"{name} {cls}")
+    fig, axes = plt.subplots(
+        len(rows), 1, figsize=(per_row * 1.1, len(rows) * 1.25), constrained_layout=True
+    )
+    for ax, row, title in zip(np.atleast_1d(axes), rows, titles, strict=True):
+        ax.imshow(row, cmap="gray", vmin=0, vmax=255)
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=8, loc="left")
+    save(fig, out)
+
+
+def gan_losses(losses_csv, out):
+    plt = _plt()
+    losses = pd.read_csv(losses_csv)
+    fig, ax = plt.subplots(figsize=(6, 3.2), constrained_layout=True)
+    ax.plot(losses["epoch"], losses["loss_d"], color="0.0", label="discriminator")
+    ax.plot(losses["epoch"], losses["loss_g"], color="0.5", linestyle="--", label="generator")
+    ax.set(xlabel="epoch", ylabel="BCE loss (epoch mean)", title="MCGAN training losses")
+    ax.title.set_fontsize(10)
+    ax.legend(frameon=False)
+    ax.grid(True, alpha=0.3)
+    save(fig, out)
