@@ -31,6 +31,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check workflow tests
 	$(BIN)/ruff format --check workflow tests
 	$(BIN)/snakefmt --check workflow
+	$(BIN)/snakemake --lint
 
 clean:
 	rm -rf results .snakemake

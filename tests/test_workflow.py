@@ -214,3 +214,63 @@ def test_processed_config_on_the_published_crops(workdir, write_config, shared_d
     privacy = pd.read_csv(workdir / "results" / "tables" / "privacy.csv")
     # Opacus' Poisson rate: 1 / batches per epoch of the original loader, 1 / ceil(1104 / 32).
     assert privacy["sample_rate"].iloc[0] == pytest.approx(1 / 35)
+
+
+# ----------------------------------------------------------------------------- partial reruns
+
+
+def _dry(workdir, cfg, *args):
+    r = snakemake(workdir, "-n", "--configfile", str(cfg), "--cores", "2", *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return _job_counts(r.stdout) if "Job stats:" in r.stdout else {}
+
+
+def test_one_target_builds_only_its_ancestors(workdir, write_config):
+    cfg = write_config(tiny_config())
+    counts = _dry(workdir, cfg, "results/classify/real_frozen_nodp/seed1/metrics.json")
+    assert counts == {
+        "phantom": 1,
+        "lesions": 1,
+        "crop": 1,
+        "split": 1,
+        "backbone_features": 1,
+        "classify": 1,
+        "total": 6,
+    }
+    # A pretrained experiment also builds its source experiment of the same seed.
+    counts = _dry(workdir, cfg, "results/classify/synpre_real_frozen_dp_eps6/seed1/metrics.json")
+    assert counts["classify"] == 2 and counts["train_mcgan"] == 1
+    assert counts["backbone_features"] == 1  # the source model's backbone: one feature set
+    assert "tables" not in counts and "frd" not in counts
+
+
+def test_until_and_omit_from_on_the_gpu_stage(workdir, write_config):
+    cfg = write_config(tiny_config())
+    until = _dry(workdir, cfg, "--until", "backbone_features")
+    # Features of a fine-tuned backbone need that run: its classify job is an ancestor.
+    assert until["classify"] == 1 and until["backbone_features"] == 2  # pretrained, dbr15
+    assert "tables" not in until and "frd" not in until
+    omit = _dry(workdir, cfg, "--omit-from", "classify")
+    assert "classify" not in omit and "tables" not in omit and "figures" not in omit
+    assert omit["frd"] == 1 and omit["train_mcgan"] == 1
+
+
+@pytest.mark.workflow
+def test_changing_one_epsilon_reruns_that_experiment_and_the_tables(workdir, write_config):
+    cfg = write_config(tiny_config(**{"experiments.table": "config/experiments.tsv"}))
+    r = snakemake(workdir, "--configfile", str(cfg), "--cores", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = workdir / "config" / "experiments.tsv"
+    rows = table.read_text().splitlines()
+    rows = [
+        r.replace(
+            "\t6\tReal crops; frozen backbone, MLP head; DP-SGD epsilon 6",
+            "\t8\tReal crops; frozen backbone, MLP head; DP-SGD epsilon 8",
+        )
+        if r.startswith("real_frozen_dp_eps6\t")
+        else r
+        for r in rows
+    ]
+    table.write_text("\n".join(rows) + "\n")
+    counts = _dry(workdir, cfg)
+    assert counts == {"classify": 1, "tables": 1, "figures": 1, "all": 1, "total": 4}, counts

@@ -29,12 +29,20 @@ def _threads(n: int) -> int:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` means cuda when this machine has a GPU."""
-    if device == "auto":
-        import torch
+    """``auto`` means cuda when this machine has a GPU. A GPU job claims its own device first
+    (see ``gpu.py``), before CUDA starts."""
+    if device == "cpu":
+        return device
+    from . import gpu
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    gpu.assign()
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise UserError("device: cuda, but no GPU is visible here; use device: cpu or auto")
+    return "cpu"
 
 
 def cmd_phantom(a):

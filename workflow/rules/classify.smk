@@ -11,6 +11,8 @@ rule backbone_features:
         "results/logs/features/{backbone}/{imageset}.log",
     benchmark:
         "results/benchmarks/features/{backbone}/{imageset}.tsv"
+    conda:
+        "../../envs/classify.yaml"
     threads: config["classifier"]["threads"]
     resources:
         gpu=1 if GPU_JOBS else 0,
@@ -38,6 +40,8 @@ rule classify:
         "results/logs/classify/{experiment}/seed{seed}.log",
     benchmark:
         "results/benchmarks/classify/{experiment}/seed{seed}.tsv"
+    conda:
+        "../../envs/classify.yaml"
     threads: config["classifier"]["threads"]
     resources:
         gpu=classify_gpu,

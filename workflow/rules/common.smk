@@ -23,27 +23,28 @@ try:
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
-# Rules call the `mammodp` CLI; find it beside the Python running Snakemake when it is not on PATH.
-shell.prefix(f'set -euo pipefail; export PATH="$PATH:{Path(sys.executable).parent}"; ')
+# Rules call `mammodp`: workflow/scripts/mammodp runs this checkout's package with the Python
+# running Snakemake, or, under --software-deployment-method conda, with the rule's environment.
+USES_CONDA = any(
+    m.name == "CONDA" for m in workflow.deployment_settings.deployment_method
+)
+JOB_PYTHON = "python" if USES_CONDA else sys.executable
+shell.prefix(
+    "set -euo pipefail; "
+    f'export PATH="{Path(workflow.basedir) / "scripts"}:$PATH"; '
+    # Quadruple braces: Snakemake formats the prefix once more, as every shell command.
+    f'export PYTHONPATH="{workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; '
+    f'export MAMMODP_PYTHON="{JOB_PYTHON}"; '
+)
 
 SEEDS = [int(s) for s in config["seeds"]]
 DATA = "results/data"
 GENERATOR = config["synthesis"]["generator"]
 
 
-def gpu_jobs():
-    """Whether GPU rules request a gpu resource: always for cuda; for auto, when the machine
-    parsing the workflow has a GPU (on a cluster, set device: cuda)."""
-    if config["device"] == "cuda":
-        return True
-    if config["device"] == "auto":
-        import torch
-
-        return torch.cuda.is_available()
-    return False
-
-
-GPU_JOBS = gpu_jobs()
+# GPU rules request one GPU (Snakemake --resources gpu=N locally, --gpus on SLURM) unless the
+# config says cpu; with auto, a job that finds no GPU at run time falls back to the CPU.
+GPU_JOBS = config["device"] in ("cuda", "auto")
 
 
 wildcard_constraints:
@@ -195,7 +196,8 @@ def job_json(wildcards):
             "model": c["model"],
             "train": c["train"],
             "dp": c["dp"],
-            "device": config["device"],
+            # Cached-feature heads train on the CPU; only backbone work needs the GPU.
+            "device": "cpu" if uses_feature_cache(exp) else config["device"],
             "threads": c["threads"],
             # Only a DP-trained MCGAN keeps the real patients' privacy end to end.
             "synthetic_generator_private": GENERATOR == "mcgan"

@@ -10,6 +10,8 @@ rule phantom:
         "results/logs/data/phantom.log",
     benchmark:
         "results/benchmarks/data/phantom.tsv"
+    conda:
+        "../../envs/data.yaml"
     params:
         spec=as_json(config["data"]["phantom"]),
     shell:
@@ -23,6 +25,8 @@ rule tcia_metadata:
         "results/logs/data/tcia_metadata.log",
     benchmark:
         "results/benchmarks/data/tcia_metadata.tsv"
+    conda:
+        "../../envs/data.yaml"
     params:
         urls=as_json(config["data"]["tcia"]["metadata_urls"]),
     shell:
@@ -41,6 +45,8 @@ checkpoint tcia_series:
         "results/logs/data/tcia_series.log",
     benchmark:
         "results/benchmarks/data/tcia_series.tsv"
+    conda:
+        "../../envs/data.yaml"
     params:
         api_url=config["data"]["tcia"]["api_url"],
         collection=config["data"]["tcia"]["collection"],
@@ -62,6 +68,8 @@ rule tcia_batch:
         "results/logs/data/tcia_batch/{batch}.log",
     benchmark:
         "results/benchmarks/data/tcia_batch/{batch}.tsv"
+    conda:
+        "../../envs/data.yaml"
     resources:
         tcia_connections=1,
     params:
@@ -81,6 +89,8 @@ rule tcia_complete:
         "results/logs/data/tcia_complete.log",
     benchmark:
         "results/benchmarks/data/tcia_complete.tsv"
+    conda:
+        "../../envs/data.yaml"
     shell:
         "mammodp tcia-complete --series {input.series} --batches {input.batches}"
         " --out {output} > {log} 2>&1"
@@ -95,6 +105,8 @@ rule lesions:
         "results/logs/data/lesions.log",
     benchmark:
         "results/benchmarks/data/lesions.tsv"
+    conda:
+        "../../envs/data.yaml"
     threads: config["data"]["threads"]
     params:
         args=lesion_args,
@@ -114,6 +126,8 @@ rule crop:
         "results/logs/data/crop.log",
     benchmark:
         "results/benchmarks/data/crop.tsv"
+    conda:
+        "../../envs/data.yaml"
     threads: config["data"]["threads"]
     params:
         spec=as_json(config["data"]["crop"]),
@@ -131,6 +145,8 @@ rule fetch_published:
         "results/logs/data/fetch_published.log",
     benchmark:
         "results/benchmarks/data/fetch_published.tsv"
+    conda:
+        "../../envs/data.yaml"
     params:
         url=config["data"]["processed"]["archive_url"],
         dataset=config["data"]["processed"]["path"],
@@ -152,6 +168,8 @@ rule import_processed:
         "results/logs/data/import_processed.log",
     benchmark:
         "results/benchmarks/data/import_processed.tsv"
+    conda:
+        "../../envs/data.yaml"
     params:
         path=config["data"]["processed"]["path"],
     shell:
@@ -170,6 +188,8 @@ rule split:
         "results/logs/data/split.log",
     benchmark:
         "results/benchmarks/data/split.tsv"
+    conda:
+        "../../envs/data.yaml"
     params:
         val_fraction=config["data"]["split"]["val_fraction"],
         seed=config["data"]["split"]["seed"],

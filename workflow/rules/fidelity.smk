@@ -11,6 +11,8 @@ rule frd:
         "results/logs/fidelity/frd.log",
     benchmark:
         "results/benchmarks/fidelity/frd.tsv"
+    conda:
+        "../../envs/fidelity.yaml"
     threads: config["fidelity"]["threads"]
     params:
         versions=" ".join(config["fidelity"]["frd_versions"]),

@@ -33,6 +33,8 @@ rule tables:
         "results/logs/report/tables.log",
     benchmark:
         "results/benchmarks/report/tables.tsv"
+    conda:
+        "../../envs/report.yaml"
     params:
         select=" ".join(SELECTED),
         seeds=" ".join(map(str, SEEDS)),
@@ -72,6 +74,8 @@ rule figures:
         "results/logs/report/figures.log",
     benchmark:
         "results/benchmarks/report/figures.tsv"
+    conda:
+        "../../envs/report.yaml"
     params:
         select=" ".join(SELECTED),
         gan=lambda wc, input: (
@@ -110,6 +114,8 @@ rule provenance:
         "results/logs/report/provenance.log",
     benchmark:
         "results/benchmarks/report/provenance.tsv"
+    conda:
+        "../../envs/report.yaml"
     params:
         config=as_json(config),
         repo=workflow.basedir,

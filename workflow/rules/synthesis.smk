@@ -10,12 +10,14 @@ rule train_mcgan:
         "results/logs/synthesis/train_mcgan.log",
     benchmark:
         "results/benchmarks/synthesis/train_mcgan.tsv"
+    conda:
+        "../../envs/synthesis.yaml"
     threads: config["synthesis"]["threads"]
     resources:
         gpu=1 if GPU_JOBS else 0,
     params:
         spec=as_json(config["synthesis"]["mcgan"]),
-        device="cpu" if config["device"] == "cpu" else "cuda",
+        device=config["device"],
     shell:
         "mammodp train-gan --manifest {input} --spec {params.spec:q} --out-dir {output}"
         " --threads {threads} --device {params.device} > {log} 2>&1"
@@ -31,6 +33,8 @@ rule sample_mcgan:
         "results/logs/synthesis/sample_mcgan.log",
     benchmark:
         "results/benchmarks/synthesis/sample_mcgan.tsv"
+    conda:
+        "../../envs/synthesis.yaml"
     threads: config["synthesis"]["threads"]
     params:
         n=config["synthesis"]["n_per_class"],
@@ -56,6 +60,8 @@ rule published_samples:
         "results/logs/synthesis/published_samples.log",
     benchmark:
         "results/benchmarks/synthesis/published_samples.tsv"
+    conda:
+        "../../envs/synthesis.yaml"
     params:
         path=config["synthesis"]["published"]["path"],
     shell:
@@ -70,6 +76,8 @@ rule medigan_samples:
         "results/logs/synthesis/medigan_samples.log",
     benchmark:
         "results/benchmarks/synthesis/medigan_samples.tsv"
+    conda:
+        "../../envs/synthesis.yaml"
     threads: config["synthesis"]["threads"]
     params:
         workdir=config["synthesis"]["medigan"]["workdir"],

@@ -1,0 +1,115 @@
+"""One GPU per concurrent GPU job on a multi-GPU machine.
+
+Snakemake's local scheduler caps the number of concurrent GPU jobs (``--resources gpu=N``) but
+does not tell a job which device to use. Each GPU job therefore claims a device with a lock file
+(``<lock dir>/gpu<k>.lock``, created exclusively, holding host and pid), exports it as
+``CUDA_VISIBLE_DEVICES`` before CUDA starts, and releases it on exit. A lock whose process is gone
+(a killed job) is reclaimed. Where a scheduler already chose the device (``CUDA_VISIBLE_DEVICES``
+set, as SLURM does), nothing is claimed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOCK_DIR = ".snakemake/gpu-locks"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale(lock: Path) -> bool:
+    try:
+        host, pid = lock.read_text().split()
+    except (OSError, ValueError):
+        return False  # being written right now: not stale
+    return host == socket.gethostname() and not _alive(int(pid))
+
+
+def claim(
+    devices: list[int],
+    lock_dir: str | Path = DEFAULT_LOCK_DIR,
+    timeout: float = 3600.0,
+    poll: float = 0.5,
+) -> int:
+    """Claim a free device of ``devices``; wait (up to ``timeout`` s) while all are taken.
+    The scan runs under an exclusive lock on the directory, so checking, reclaiming and claiming
+    are one step for every process on this machine."""
+    import fcntl
+
+    lock_dir = Path(lock_dir)
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    me = f"{socket.gethostname()} {os.getpid()}"
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(lock_dir / ".mutex", "w") as mutex:
+            fcntl.flock(mutex, fcntl.LOCK_EX)
+            for device in devices:
+                lock = lock_dir / f"gpu{device}.lock"
+                if lock.exists():
+                    if not _stale(lock):
+                        continue
+                    log.warning("reclaiming the stale lock %s (%s)", lock, lock.read_text())
+                lock.write_text(me)
+                return device
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"no free GPU among {devices} after {timeout:.0f} s (locks in {lock_dir}); "
+                "run Snakemake with --resources gpu=<number of GPUs>"
+            )
+        time.sleep(poll)
+
+
+def release(device: int, lock_dir: str | Path = DEFAULT_LOCK_DIR) -> None:
+    lock = Path(lock_dir) / f"gpu{device}.lock"
+    with contextlib.suppress(OSError):
+        if lock.read_text().split()[-1] == str(os.getpid()):
+            lock.unlink()
+
+
+def visible_device_count() -> int:
+    """GPUs on this machine, counted without starting CUDA in this process (which would fix
+    the visible devices before CUDA_VISIBLE_DEVICES is set)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--list-gpus"], capture_output=True, text=True, timeout=20, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def assign(lock_dir: str | Path = DEFAULT_LOCK_DIR, devices: list[int] | None = None) -> int | None:
+    """For a GPU job: claim a device and export it as CUDA_VISIBLE_DEVICES (released at exit).
+    Returns the device, or None when a scheduler already set CUDA_VISIBLE_DEVICES or the machine
+    has no GPU."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        return None
+    if devices is None:
+        devices = list(range(visible_device_count()))
+    if not devices:
+        return None
+    device = claim(devices, lock_dir)
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
+    atexit.register(release, device, lock_dir)
+    log.info("using GPU %d (CUDA_VISIBLE_DEVICES=%d)", device, device)
+    return device
