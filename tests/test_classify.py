@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,39 +12,6 @@ import torch
 from mammodp import classify, models
 
 from .test_models import TINY
-
-
-@pytest.fixture(scope="module")
-def tiny_manifest(tmp_path_factory):
-    """Crops with a learnable signal (a bright disc = benign, a bright cross = malignant)."""
-    d = tmp_path_factory.mktemp("crops")
-    rng = np.random.default_rng(0)
-    rows = []
-    for split, n in (("train", 48), ("val", 16), ("test", 16)):
-        for i in range(n):
-            label = i % 2
-            img = rng.normal(100, 20, (128, 128)).clip(0, 255).astype(np.uint8)
-            cx, cy = rng.integers(40, 88, 2)
-            if label:
-                cv2.circle(img, (int(cx), int(cy)), 18, 220, -1)
-            else:
-                cv2.line(img, (int(cx) - 25, int(cy)), (int(cx) + 25, int(cy)), 220, 4)
-                cv2.line(img, (int(cx), int(cy) - 25), (int(cx), int(cy) + 25), 220, 4)
-            path = d / f"{split}{i}.png"
-            cv2.imwrite(str(path), img)
-            dataset = "bcdr" if split == "test" and i >= 12 else "cbis-ddsm"
-            rows.append(
-                {
-                    "path": str(path),
-                    "lesion_id": f"{split}{i}",
-                    "patient_id": f"p{split}{i}",
-                    "dataset": dataset,
-                    "split": split,
-                    "label": label,
-                    "sha256": "",
-                }
-            )
-    return pd.DataFrame(rows)
 
 
 def _job(name, eps=None, trained="head", head="mlp", init="backbone", epochs=3, seed=1):

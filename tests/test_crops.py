@@ -47,14 +47,15 @@ def test_make_crops_on_phantom(tmp_path, phantom_dir):
     }
     table = lesions.drop_duplicates(lesions.cbis_lesions(csvs, phantom_dir / "CBIS-DDSM"))
     table = pd.concat([table, lesions.bcdr_lesions(phantom_dir / "BCDR")], ignore_index=True)
-    index = make_crops(table, tmp_path / "crops", CropSpec(), workers=2)
+    roots = {"dicom_root": phantom_dir / "CBIS-DDSM", "bcdr_root": phantom_dir / "BCDR"}
+    index = make_crops(table, tmp_path / "crops", CropSpec(), workers=2, **roots)
     assert len(index) == len(table) and index["sha256"].str.len().eq(64).all()
     for path in index["path"]:
         raw = open(path, "rb").read()
         assert b"tEXt" not in raw and b"eXIf" not in raw  # no metadata chunks
         img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
         assert img.shape == (128, 128) and img.dtype == np.uint8
-    again = make_crops(table, tmp_path / "again", CropSpec(), workers=1)
+    again = make_crops(table, tmp_path / "again", CropSpec(), workers=1, **roots)
     assert list(again["sha256"]) == list(index["sha256"])  # deterministic, worker-independent
 
 

@@ -54,9 +54,9 @@ def test_compressed_pixel_data_is_decoded_or_rejected_clearly(tmp_path):
     ds.compress(RLELossless)  # pydicom decodes RLE natively
     ds.save_as(tmp_path / "rle.dcm")
     assert np.array_equal(dicomio.read_pixels(tmp_path / "rle.dcm"), arr)
-    # JPEG 2000 needs a plugin that is not installed: a clear error that names the fix.
+    # JPEG-LS needs a plugin that is not installed: a clear error that names the fix.
     ds = pydicom.dcmread(tmp_path / "a.dcm")
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.80"
     ds.PixelData = pydicom.encaps.encapsulate([b"\xff\x4f\xff\x51" + b"\0" * 32])
     ds["PixelData"].VR = "OB"
     ds.save_as(tmp_path / "j2k.dcm", enforce_file_format=True)
@@ -70,3 +70,16 @@ def test_minmax_to_uint8():
     out = dicomio.to_uint8_minmax(np.array([[1000, 3000], [2000, 1000]], np.uint16))
     assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
     assert dicomio.to_uint8_minmax(np.full((2, 2), 7, np.uint16)).max() == 0
+
+
+def test_corrupt_compressed_data_with_an_available_decoder(tmp_path):
+    _write(tmp_path / "a.dcm", np.zeros((64, 64), np.uint16))
+    ds = pydicom.dcmread(tmp_path / "a.dcm")
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"  # JPEG 2000: Pillow decodes it
+    ds.PixelData = pydicom.encaps.encapsulate([b"\xff\x4f\xff\x51" + b"\0" * 32])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(tmp_path / "bad.dcm", enforce_file_format=True)
+    with pytest.raises(
+        UserError, match=r"bad.dcm: pixel data compressed with .* cannot be decoded"
+    ):
+        dicomio.read_pixels(tmp_path / "bad.dcm")

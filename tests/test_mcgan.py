@@ -152,7 +152,13 @@ def test_conditioning_classes_are_told_apart_by_a_real_data_classifier(tmp_path)
             workers=2,
         )
     )
-    crops = make_crops(table[table["portion"] == "train"], tmp_path / "crops", CropSpec(), 2)
+    crops = make_crops(
+        table[table["portion"] == "train"],
+        tmp_path / "crops",
+        CropSpec(),
+        2,
+        dicom_root=tmp_path / "ph" / "CBIS-DDSM",
+    )
     images = mcgan.load_images(crops["path"].tolist())
     labels = torch.tensor(crops["label"].values)
     spec = mcgan.GanSpec(

@@ -54,7 +54,9 @@ def main(argv=None) -> dict:
                 source / "CBIS-DDSM",
             )
         )
-        images = sorted(set(table["image_path"]))
+        from mammodp.crops import resolve_images
+
+        images = sorted(map(str, resolve_images(table["image"], source / "CBIS-DDSM").values()))
         decode, crop = [], []
         for k in range(a.repeats):  # alternate, so both see the same machine state
             t = time.perf_counter()
@@ -62,7 +64,9 @@ def main(argv=None) -> dict:
                 pydicom.dcmread(path).pixel_array  # noqa: B018
             decode.append(time.perf_counter() - t)
             t = time.perf_counter()
-            make_crops(table, tmp / f"crops{k}", CropSpec(), workers=1)
+            make_crops(
+                table, tmp / f"crops{k}", CropSpec(), workers=1, dicom_root=source / "CBIS-DDSM"
+            )
             crop.append(time.perf_counter() - t)
     d, c = statistics.median(decode), statistics.median(crop)
     result = {

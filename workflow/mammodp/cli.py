@@ -8,6 +8,7 @@ output is written atomically.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -134,7 +135,9 @@ def cmd_crop(a):
 
     lesion_table = read_csv(a.lesions, required=LESION_COLUMNS)
     spec = CropSpec(**json.loads(a.spec))
-    index = make_crops(lesion_table, a.out_dir, spec, workers=a.workers)
+    index = make_crops(
+        lesion_table, a.out_dir, spec, workers=a.workers, dicom_root=a.dicom_root, bcdr_root=a.bcdr
+    )
     write_csv(a.index, index)
     log.info("%d crops written to %s", len(index), a.out_dir)
 
@@ -152,7 +155,7 @@ def cmd_import_processed(a):
 def cmd_fetch_published(a):
     from .processed import fetch_published
 
-    n = fetch_published(a.url, a.checksums, a.dataset, a.synthetic)
+    n = fetch_published(a.url, a.checksums, a.dataset, a.synthetic, verify=not a.no_verify)
     log.info("published data verified (%d files extracted from the archive)", n)
     with atomic_path(a.out) as tmp:
         tmp.write_text(f"verified against {a.checksums}\n")
@@ -364,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", required=True, help="JSON: margin, min_side, size, jitter, seed")
     s.add_argument("--out-dir", required=True)
     s.add_argument("--index", required=True)
+    s.add_argument("--dicom-root", help="the DICOM tree the lesion table refers to")
+    s.add_argument("--bcdr", help="the BCDR folder the lesion table refers to")
     s.add_argument("--workers", type=int, default=1)
     s.set_defaults(func=cmd_crop)
 
@@ -377,8 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("fetch-published", help="download/verify the study's published data")
     s.add_argument("--url", required=True, help="the pinned repository archive")
     s.add_argument("--checksums", required=True)
-    s.add_argument("--dataset", required=True, help="where dataset16062024 is (or goes)")
-    s.add_argument("--synthetic", required=True, help="where the c-dcgan samples are (or go)")
+    s.add_argument("--dataset", help="where dataset16062024 is (or goes)")
+    s.add_argument("--synthetic", help="where the c-dcgan samples are (or go)")
+    s.add_argument("--no-verify", action="store_true", help="do not check local folders")
     s.add_argument("--out", required=True, help="marker written once everything is verified")
     s.set_defaults(func=cmd_fetch_published)
 
@@ -490,12 +496,27 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("radiomics").setLevel(logging.ERROR)
+    # pydicom logs a decoder's traceback before raising; the error we raise says it in one line.
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     try:
         args.func(args)
     except UserError as e:
         print(f"mammodp {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise
+        print(
+            f"mammodp {args.command}: error: cannot write {e.filename or 'an output'}: "
+            f"{e.strerror}. Free disk space (or fix the folder's permissions) and rerun; "
+            "nothing partial was kept.",
+            file=sys.stderr,
+        )
+        return 2
     return 0
+
+
+WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES}
 
 
 if __name__ == "__main__":

@@ -96,8 +96,43 @@ def _crop_image(args) -> list[tuple[str, str]]:
     return written
 
 
+def resolve_images(
+    images, dicom_root: str | Path | None = None, bcdr_root: str | Path | None = None
+) -> dict[str, Path]:
+    """Paths of the ``image`` references of a lesion table (see lesions.LESION_COLUMNS)."""
+    index = None
+    out = {}
+    for ref in sorted(set(images)):
+        kind, _, rest = ref.partition(":")
+        if kind == "dicom":
+            if dicom_root is None:
+                raise UserError(f"{ref}: a DICOM image, but no DICOM folder was given")
+            if index is None:
+                index = dicomio.index_series(dicom_root)
+            series, _, name = rest.rpartition("/")
+            match = [f for f in index.get(series, []) if f.name == name]
+            if len(match) != 1:
+                raise UserError(
+                    f"{ref}: not found under {dicom_root}; the DICOM tree changed since the "
+                    "lesion table was made: rerun the lesions rule."
+                )
+            out[ref] = match[0]
+        elif kind == "bcdr":
+            if bcdr_root is None:
+                raise UserError(f"{ref}: a BCDR image, but no BCDR folder was given")
+            out[ref] = Path(bcdr_root) / rest
+        else:
+            raise UserError(f"{ref}: unknown image reference (expected dicom:... or bcdr:...)")
+    return out
+
+
 def make_crops(
-    lesions: pd.DataFrame, out_dir: str | Path, spec: CropSpec, workers: int = 1
+    lesions: pd.DataFrame,
+    out_dir: str | Path,
+    spec: CropSpec,
+    workers: int = 1,
+    dicom_root: str | Path | None = None,
+    bcdr_root: str | Path | None = None,
 ) -> pd.DataFrame:
     """Crop every lesion into ``out_dir/<dataset>/<lesion_id>.png``; return the crop index.
 
@@ -106,12 +141,13 @@ def make_crops(
     """
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
+        paths = resolve_images(lesions["image"], dicom_root, bcdr_root)
         by_image: dict[str, list[dict]] = {}
         for r in lesions[
-            ["image_path", "lesion_id", "dataset", "bbox_x", "bbox_y", "bbox_w", "bbox_h"]
+            ["image", "lesion_id", "dataset", "bbox_x", "bbox_y", "bbox_w", "bbox_h"]
         ].to_dict("records"):
             bbox = (r["bbox_x"], r["bbox_y"], r["bbox_w"], r["bbox_h"])
-            by_image.setdefault(r["image_path"], []).append(
+            by_image.setdefault(str(paths[r["image"]]), []).append(
                 {"lesion_id": r["lesion_id"], "dataset": r["dataset"], "bbox": bbox}
             )
         jobs = [(path, items, tmp, spec) for path, items in sorted(by_image.items())]

@@ -64,6 +64,15 @@ def image_shape(path: str | os.PathLike) -> tuple[int, int]:
     return int(ds.Rows), int(ds.Columns)
 
 
+def _decoder_available(ts: str) -> bool:
+    try:
+        from pydicom.pixels import get_decoder
+
+        return get_decoder(ts).is_available
+    except (ImportError, NotImplementedError, ValueError):
+        return False
+
+
 def read_pixels(path: str | os.PathLike) -> np.ndarray:
     """Decoded pixel array of a single-frame grayscale DICOM, MONOCHROME1 inverted to
     MONOCHROME2 (bright = dense), as uint8 or uint16."""
@@ -77,6 +86,12 @@ def read_pixels(path: str | os.PathLike) -> np.ndarray:
     except Exception as e:  # pydicom raises several types for undecodable data
         if ts not in UNCOMPRESSED:
             name = pydicom.uid.UID(ts).name
+            if _decoder_available(ts):
+                raise UserError(
+                    f"{path}: pixel data compressed with {ts} ({name}) cannot be decoded "
+                    f"({type(e).__name__}: {e}); the file is corrupt or truncated: delete it "
+                    "and download it again."
+                ) from e
             raise UserError(
                 f"{path}: pixel data uses the compressed transfer syntax {ts} ({name}), which no "
                 "installed decoder handles. Install a pydicom pixel-data plugin (pip install "

@@ -64,9 +64,12 @@ LESION_COLUMNS = [
     "bbox_y",
     "bbox_w",
     "bbox_h",
-    "image_path",
+    "image",
     "source",
 ]
+# ``image`` refers to the mammogram without writing its path (DICOM folder names carry header
+# values such as the study date): ``dicom:<SeriesInstanceUID>/<file>`` under the DICOM root, or
+# ``bcdr:<path relative to the BCDR root>``. crops.resolve_images turns it into a path.
 CLOSING_KERNEL = 5  # "closed" mask: small gaps in hand-drawn outlines do not split a lesion
 MIN_CONTOUR_AREA = 16  # px; specks in a mask are annotation noise, not lesions
 
@@ -171,7 +174,7 @@ def _resolve_row(args) -> list[dict]:
                 "bbox_y": y,
                 "bbox_w": w,
                 "bbox_h": h,
-                "image_path": str(image_path),
+                "image": f"dicom:{row['image_series']}/{image_path.name}",
                 "source": row["source"],
             }
         )
@@ -277,7 +280,7 @@ def bcdr_lesions(root: str | Path) -> pd.DataFrame:
                     "bbox_y": y,
                     "bbox_w": w,
                     "bbox_h": h,
-                    "image_path": str(image_path),
+                    "image": f"bcdr:{image_path.relative_to(root).as_posix()}",
                     "source": where,
                 }
             )
@@ -287,7 +290,7 @@ def bcdr_lesions(root: str | Path) -> pd.DataFrame:
 
 def drop_duplicates(df: pd.DataFrame) -> pd.DataFrame:
     """Drop lesions with the same image and the same box (duplicated metadata rows)."""
-    key = ["image_path", "bbox_x", "bbox_y", "bbox_w", "bbox_h"]
+    key = ["image", "bbox_x", "bbox_y", "bbox_w", "bbox_h"]
     dup = df.duplicated(subset=key, keep="first")
     if dup.any():
         log.info("dropped %d duplicate lesion(s): %s", dup.sum(), df.loc[dup, "source"].tolist())

@@ -122,7 +122,7 @@ def read_checksums(path: str | Path) -> dict[str, str]:
 
 def _target(rel: str, roots: dict[str, Path]) -> Path | None:
     for prefix, key in ARCHIVE_PREFIXES.items():
-        if rel.startswith(prefix):
+        if rel.startswith(prefix) and key in roots:
             return roots[key] / rel[len(prefix) :]
     return None
 
@@ -140,13 +140,15 @@ def verify_published(roots: dict[str, Path], checksums: dict[str, str]) -> list[
 def fetch_published(
     url: str,
     checksum_file: str | Path,
-    dataset_dir: str | Path,
-    synthetic_dir: str | Path,
+    dataset_dir: str | Path | None,
+    synthetic_dir: str | Path | None,
+    verify: bool = True,
     **fetch_kw,
 ) -> int:
-    """Make ``dataset_dir`` (dataset16062024) and ``synthetic_dir`` (c-dcgan) hold exactly the
+    """Make ``dataset_dir`` (dataset16062024) and/or ``synthetic_dir`` (c-dcgan) hold the
     study's published files: download the pinned repository archive when a folder is absent,
-    extract only what is absent, and verify every file's sha256. Returns files extracted."""
+    extract only what is absent, and verify every file's sha256 (``verify``: also for folders
+    that are already there). Returns the number of files extracted."""
     import io
     import zipfile
     from contextlib import ExitStack
@@ -154,18 +156,24 @@ def fetch_published(
     from .fileio import atomic_dir
     from .tcia import fetch
 
-    roots = {"dataset": Path(dataset_dir), "synthetic": Path(synthetic_dir)}
+    roots = {k: Path(v) for k, v in (("dataset", dataset_dir), ("synthetic", synthetic_dir)) if v}
     checksums = read_checksums(checksum_file)
+
+    def mine(keys):
+        return {
+            r: d
+            for r, d in checksums.items()
+            if any(r.startswith(ARCHIVE_PREFIXES_BY_KEY[k]) for k in keys)
+        }
+
     for key, root in roots.items():
-        if root.exists():
-            mine = {
-                r: d for r, d in checksums.items() if r.startswith(ARCHIVE_PREFIXES_BY_KEY[key])
-            }
-            bad = verify_published(roots, mine)
+        if root.exists() and verify:
+            bad = verify_published(roots, mine([key]))
             if bad:
                 raise UserError(
                     f"{root}: {len(bad)} file(s) are missing or differ from the published data, "
-                    f"e.g. {bad[:3]}. Delete the folder to download it again."
+                    f"e.g. {bad[:3]}. Delete the folder to download it again, or set "
+                    "data.processed.verify: false to use your own crops in this layout."
                 )
     absent = [k for k, r in roots.items() if not r.exists()]
     if not absent:
@@ -180,27 +188,16 @@ def fetch_published(
         raise UserError(f"{url}: the download is not a valid zip archive ({e}); try again") from e
     extracted = 0
     with ExitStack() as stack:
-        tmp_roots = dict(roots)
-        for key in absent:
-            tmp_roots[key] = stack.enter_context(atomic_dir(roots[key]))
+        tmp_roots = {k: stack.enter_context(atomic_dir(roots[k])) for k in absent}
         for info in zf.infolist():
             rel = info.filename.split("/", 1)[-1]  # drop the archive's top folder
-            target = _target(rel, tmp_roots)
-            if (
-                target is None
-                or info.is_dir()
-                or not any(target.is_relative_to(tmp_roots[k]) for k in absent)
-            ):
+            target = _target(rel, tmp_roots) if not info.is_dir() else None
+            if target is None:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(zf.read(info))
             extracted += 1
-        wanted = {
-            r: d
-            for r, d in checksums.items()
-            if any(r.startswith(ARCHIVE_PREFIXES_BY_KEY[k]) for k in absent)
-        }
-        bad = verify_published(tmp_roots, wanted)
+        bad = verify_published(tmp_roots, mine(absent))
         if bad:
             raise UserError(
                 f"{url}: {len(bad)} file(s) of the archive are missing or differ from the pinned "

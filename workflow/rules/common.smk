@@ -98,8 +98,18 @@ def tcia_batch_markers(wildcards):
     return [f"resources/tcia/batches/{b}.tsv" for b in sorted(series["batch"].unique())]
 
 
+def crop_inputs(wildcards):
+    """The lesion table and the image sources it refers to."""
+    inputs = lesion_inputs(wildcards)
+    return {
+        "lesions": f"{DATA}/lesions.csv",
+        **{k: v for k, v in inputs.items() if k in ("dicom", "bcdr")},
+    }
+
+
 def lesion_args(wildcards, input):
-    """Command-line options of `mammodp lesions` for the configured source."""
+    """Source options (--dicom-root, --bcdr, --patients-file) of `mammodp lesions` and
+    `mammodp crop` for the configured source."""
     source = config["data"]["source"]
     args = [f"--dicom-root {SOURCE_ROOT[source]}/CBIS-DDSM"]
     if "patients" in input.keys():
@@ -107,6 +117,18 @@ def lesion_args(wildcards, input):
     if config["data"]["external"] == "bcdr":
         bcdr = input.bcdr if "bcdr" in input.keys() else config["data"]["bcdr"]["path"]
         args.append(f"--bcdr {bcdr}")
+    return " ".join(args)
+
+
+def published_folders(wildcards):
+    """Which published folders this config reads (and so fetches or verifies)."""
+    args = []
+    if config["data"]["source"] == "processed":
+        args.append(f"--dataset {config['data']['processed']['path']!r}")
+    if GENERATOR == "published":
+        args.append(f"--synthetic {config['synthesis']['published']['path']!r}")
+    if not config["data"]["processed"]["verify"]:
+        args.append("--no-verify")
     return " ".join(args)
 
 

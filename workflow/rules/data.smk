@@ -118,7 +118,7 @@ rule lesions:
 
 rule crop:
     input:
-        f"{DATA}/lesions.csv",
+        unpack(crop_inputs),
     output:
         crops=directory(f"{DATA}/crops"),
         index=f"{DATA}/crop_index.csv",
@@ -131,14 +131,16 @@ rule crop:
     threads: config["data"]["threads"]
     params:
         spec=as_json(config["data"]["crop"]),
+        args=lesion_args,
     shell:
-        "mammodp crop --lesions {input} --spec {params.spec:q} --out-dir {output.crops}"
-        " --index {output.index} --workers {threads} > {log} 2>&1"
+        "mammodp crop --lesions {input.lesions} --spec {params.spec:q} {params.args}"
+        " --out-dir {output.crops} --index {output.index} --workers {threads} > {log} 2>&1"
 
 
 rule fetch_published:
     input:
-        checksums="resources/mammo_dp.sha256",
+        # Shipped with the workflow: found from any working directory.
+        checksums=workflow.source_path("../../resources/mammo_dp.sha256"),
     output:
         "resources/mammo_dp.verified",
     log:
@@ -149,12 +151,10 @@ rule fetch_published:
         "../../envs/data.yaml"
     params:
         url=config["data"]["processed"]["archive_url"],
-        dataset=config["data"]["processed"]["path"],
-        synthetic=config["synthesis"]["published"]["path"],
+        folders=published_folders,
     shell:
         "mammodp fetch-published --url {params.url} --checksums {input.checksums}"
-        " --dataset {params.dataset:q} --synthetic {params.synthetic:q} --out {output}"
-        " > {log} 2>&1"
+        " {params.folders} --out {output} > {log} 2>&1"
 
 
 rule import_processed:
