@@ -37,6 +37,4 @@ clean:
 	rm -rf results .snakemake
 
 bench: $(STAMP)
-	$(BIN)/python workflow/bench/bench_crop.py
-	$(BIN)/python workflow/bench/bench_frd.py
-	$(BIN)/python workflow/bench/bench_classify.py
+	$(BIN)/python workflow/bench/run_all.py
