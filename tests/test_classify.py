@@ -89,11 +89,24 @@ def test_dp_run_and_privacy_report(tmp_path, tiny_manifest):
         privacy["epsilon_at_chosen_epoch"], rel=1e-6
     )
     assert privacy["sample_rate"] == pytest.approx(1 / 3)  # 1 / batches per epoch (48 / 16)
+    assert privacy["expected_batch_size"] == 16 and privacy["max_grad_norm"] == 1.0
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["epsilon"].is_monotonic_increasing and len(history) == 4
     assert set(m["test"]) == {"cbis-ddsm", "bcdr"}
     preds = pd.read_csv(tmp_path / "predictions.csv")
     assert len(preds) == 16 and preds["p_benign"].between(0, 1).all()
+
+
+def test_no_epoch_in_the_epsilon_window_is_flagged(tmp_path, tiny_manifest, caplog):
+    import dataclasses
+
+    job = _job("dp", eps=6.0, epochs=2)
+    job.dp = dataclasses.replace(job.dp, epsilon_window=(1.04, 1.05))  # unreachable in 2 epochs
+    with caplog.at_level("WARNING", logger="mammodp.classify"):
+        classify.run(job, tiny_manifest, None, None, tmp_path)
+    privacy = json.loads((tmp_path / "privacy.json").read_text())
+    assert privacy["chosen_in_window"] is False
+    assert "no epoch spent an epsilon within (1.04, 1.05) x 6" in caplog.text
 
 
 def test_study_noise_multipliers():
@@ -276,3 +289,168 @@ def test_faithful_loop_runs_the_backbone_in_train_mode(tmp_path, tiny_manifest):
     assert not np.allclose(pf, pc)  # stochastic depth changed what the head was trained on
     h = pd.read_csv(tmp_path / "f" / "history.csv")
     assert len(h) == 2 and h["epsilon"].notna().all()
+
+
+# ----------------------------------------------------------------------------- resume key: data
+
+
+def _resumable(j):
+    import dataclasses
+
+    j.train = dataclasses.replace(j.train, checkpoint_every=1)
+    return j
+
+
+def _changed(manifest, change):
+    m = manifest.copy()
+    train = m.index[m["split"] == "train"]
+    val = m.index[m["split"] == "val"]
+    if change == "train_labels":
+        m.loc[train[0], "label"] = 1 - m.loc[train[0], "label"]
+    elif change == "val_labels":
+        m.loc[val[0], "label"] = 1 - m.loc[val[0], "label"]
+    elif change == "train_images":  # same paths and labels, other pixels: train crop 0 <- 2
+        m.loc[train[0], "path"] = m.loc[train[2], "path"]
+    else:
+        raise ValueError(change)
+    return m
+
+
+def _kill_then_rerun(tmp_path, caplog, job, before: dict, after: dict, between=None):
+    """Stop ``job`` after epoch 2 with ``before``'s arguments, (call ``between``,) rerun it in
+    the same folder with ``after``'s and run it afresh elsewhere with ``after``'s: the rerun must
+    be the fresh run, not a resumption of the state left behind."""
+    import logging
+
+    with pytest.raises(KeyboardInterrupt):
+        classify.run(job(), out_dir=tmp_path / "b", stop_after=2, **before)
+    assert (tmp_path / "b" / ".state" / "state.pt").exists()
+    if between is not None:
+        between()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mammodp.classify"):
+        rerun = classify.run(job(), out_dir=tmp_path / "b", **after)
+    assert "saved training state is for other data" in caplog.text
+    assert "resuming" not in caplog.text
+    fresh = classify.run(job(), out_dir=tmp_path / "a", **after)
+    assert rerun == fresh
+    for name in ("predictions.csv", "history.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert len(pd.read_csv(tmp_path / "b" / "history.csv")) == 4
+
+
+@pytest.mark.parametrize(
+    ("change", "trained", "head"),
+    [
+        ("train_labels", "head", "mlp"),
+        ("val_labels", "head", "mlp"),
+        ("train_images", "head", "mlp"),
+        ("train_images", "all", "linear"),
+    ],
+)
+def test_state_from_other_data_is_not_resumed(
+    tmp_path, tiny_manifest, caplog, change, trained, head
+):
+    eps = 6.0 if trained == "head" else None
+    new = _changed(tiny_manifest, change)
+
+    def job():
+        return _resumable(_job("d", eps=eps, trained=trained, head=head, epochs=4))
+
+    common = {"synthetic": None, "source_model": None}
+    _kill_then_rerun(
+        tmp_path, caplog, job, {"manifest": tiny_manifest, **common}, {"manifest": new, **common}
+    )
+
+
+def test_state_from_other_cached_features_is_not_resumed(tmp_path, tiny_manifest, caplog):
+    backbone = models.create_backbone(TINY)
+    paths = sorted(tiny_manifest["path"])
+    feats = models.backbone_features(backbone, models.load_images(paths, TINY.input_size))
+    files = {}
+    for name, f in (("old", feats), ("new", feats * 1.5)):
+        files[name] = tmp_path / f"{name}.pt"
+        torch.save({"paths": paths, "features": f, "variants": list(models.FLIPS)}, files[name])
+
+    def args(name):
+        return {
+            "manifest": tiny_manifest,
+            "synthetic": None,
+            "source_model": None,
+            "features": [str(files[name])],
+        }
+
+    _kill_then_rerun(
+        tmp_path, caplog, lambda: _resumable(_job("c", eps=6.0, epochs=4)), args("old"), args("new")
+    )
+
+
+def test_state_from_another_source_model_is_not_resumed(tmp_path, tiny_manifest, caplog):
+    """Same experiment, same data, same path of the source model, but another model in it."""
+    import shutil
+
+    for seed in (1, 2):
+        classify.run(
+            _job("src", trained="all", head="linear", epochs=1, seed=seed),
+            tiny_manifest,
+            None,
+            None,
+            tmp_path / f"src{seed}",
+        )
+    source = tmp_path / "source.pt"
+    shutil.copyfile(tmp_path / "src1" / "model.pt", source)
+    common = {"manifest": tiny_manifest, "synthetic": None, "source_model": str(source)}
+
+    def job():
+        return _resumable(_job("dst", eps=6.0, head="linear", init="from:src", epochs=4))
+
+    def swap():
+        shutil.copyfile(tmp_path / "src2" / "model.pt", source)
+
+    _kill_then_rerun(tmp_path, caplog, job, common, common, between=swap)
+
+
+def test_data_fingerprint_is_deterministic_and_sensitive():
+    x, y = torch.arange(12.0).reshape(3, 4), torch.tensor([0, 1, 0])
+    fp = models.data_fingerprint(x, y)
+    assert fp == models.data_fingerprint(x.clone(), y.clone())
+    assert fp == models.data_fingerprint(x.t().contiguous().t(), y)  # layout does not matter
+    assert fp != models.data_fingerprint(x, torch.tensor([0, 1, 1]))
+    assert fp != models.data_fingerprint(x.reshape(4, 3), y)
+    assert fp != models.data_fingerprint(x.double(), y)
+    assert fp != models.data_fingerprint(x, y, source_sha256="0" * 64)
+    assert models.data_fingerprint(x.bfloat16(), torch.tensor([True, False]))  # any dtype
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_cuda_rng_state_is_saved_and_restored_on_cuda_only(tmp_path, monkeypatch, device):
+    """On CUDA the CUDA generators' states travel with the state (faked here: no GPU needed);
+    on CPU CUDA is never touched."""
+    cuda_states = [torch.tensor([1, 2, 3], dtype=torch.uint8)]
+    restored = []
+
+    def get_all():
+        if device == "cpu":
+            raise AssertionError("CUDA RNG read on a CPU job")
+        return [s.clone() for s in cuda_states]
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", get_all)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    job = _job("r", epochs=3)
+    job.device = device
+
+    def trainer():
+        head = torch.nn.Linear(2, 2)
+        opt = torch.optim.SGD(head.parameters(), lr=0.1)
+        return classify._Trainer(job, tmp_path, head, 4, "fp"), opt
+
+    tr, opt = trainer()
+    tr.save(2, opt)
+    tr, opt = trainer()
+    assert tr.resume(opt) == 3
+    if device == "cpu":
+        assert restored == []
+    else:
+        assert len(restored) == 1 and torch.equal(restored[0][0], cuda_states[0])

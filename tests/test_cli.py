@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from mammodp.cli import build_parser
 
 
@@ -55,3 +57,91 @@ def test_bad_csv_columns(tmp_path):
     assert r.returncode == 2 and "missing column(s) ['lesion_id'" in r.stderr
     assert "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx.csv"]
+
+
+def _bad_image_manifest(tmp):
+    (tmp / "bad.png").write_bytes(b"not a png")
+    rows = "path,label,split,dataset\n" + f"{tmp / 'bad.png'},1,train,cbis-ddsm\n"
+    (tmp / "m.csv").write_text(rows)
+    (tmp / "s.csv").write_text(f"path,label\n{tmp / 'bad.png'},1\n")
+    return ["--manifest", str(tmp / "m.csv"), "--synthetic", str(tmp / "s.csv")]
+
+
+CASES = {
+    "sample-gan without a checkpoint": (
+        lambda t: (
+            ["sample-gan", "--model-dir", str(t / "model"), "--n-per-class", "2"]
+            + ["--seed", "1", "--out-dir", str(t / "o"), "--manifest", str(t / "o.csv")]
+        ),
+        "no such MCGAN checkpoint (saved: none); train the MCGAN first",
+    ),
+    "lesions without inputs": (
+        lambda t: ["lesions", "--out", str(t / "l.csv")],
+        "no inputs: give --mass-train and --mass-test",
+    ),
+    "lesions with a missing patient list": (
+        lambda t: (
+            ["lesions", "--mass-train", str(t / "a.csv"), "--mass-test", str(t / "b.csv")]
+            + [
+                "--dicom-root",
+                str(t),
+                "--patients-file",
+                str(t / "p.txt"),
+                "--out",
+                str(t / "l.csv"),
+            ]
+        ),
+        "p.txt: patient list not found; rerun the tcia_series rule",
+    ),
+    "lesions with one mass CSV": (
+        lambda t: (
+            ["lesions", "--mass-train", str(t / "a.csv"), "--bcdr", str(t)]
+            + ["--out", str(t / "l.csv")]
+        ),
+        "give --mass-train, --mass-test and --dicom-root together",
+    ),
+    "figures with an unreadable image": (
+        lambda t: (
+            ["figures", "--experiments-table", "config/experiments.tsv"]
+            + ["--select", "real_frozen_nodp", "--seed", "1", "--out-dir", str(t / "f")]
+            + _bad_image_manifest(t)
+        ),
+        "bad.png: image missing or unreadable",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_user_errors_are_one_line_not_a_traceback(case, tmp_path, repo):
+    args, message = CASES[case]
+    r = _run(*args(tmp_path), cwd=repo)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o.csv").exists() and not (tmp_path / "l.csv").exists()
+    # Per file atomic: the failing figure is not written (Snakemake removes the job's others).
+    assert not (tmp_path / "f" / "samples.png").exists()
+
+
+def test_sigterm_releases_the_jobs_slot_lock(tmp_path):
+    """SLURM's time limit sends SIGTERM: the job exits and its download slot is free again."""
+    import signal
+    import socket
+    import time
+
+    silent = socket.socket()  # accepts connections, never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    (tmp_path / "series.csv").write_text("series_uid,image_count,batch\n1.2.3,1,0\n")
+    cmd = [sys.executable, "-m", "mammodp", "tcia-batch", "--api-url"]
+    cmd += [f"http://127.0.0.1:{silent.getsockname()[1]}/", "--series", "series.csv"]
+    cmd += ["--batch", "0", "--root", "dl", "--out", "b0.tsv", "--connections", "1"]
+    job = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / ".snakemake" / "tcia-locks" / "tcia0.lock"
+    deadline = time.monotonic() + 60
+    while not lock.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert lock.exists(), "the job never took its slot"
+    job.send_signal(signal.SIGTERM)
+    assert job.wait(timeout=60) == 128 + signal.SIGTERM
+    silent.close()
+    assert not lock.exists() and not (tmp_path / "b0.tsv").exists()

@@ -104,3 +104,18 @@ def test_table_errors(tmp_path):
         )
     with pytest.raises(ConfigError, match="DP is supported for head training only"):
         load_experiments(_table(tmp_path, [ok[:4] + ["all"] + ok[5:]]))
+
+
+def test_parsing_the_workflow_needs_only_snakemakes_dependencies(repo):
+    """What common.smk imports loads no pandas, numpy, torch or OpenCV (not in Snakemake's env)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.path.insert(0, 'workflow'); "
+        "import mammodp.config, mammodp.provenance; "
+        "print(sorted({'pandas', 'numpy', 'torch', 'cv2', 'pydicom'} & set(sys.modules)))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

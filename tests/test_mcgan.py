@@ -85,6 +85,54 @@ def test_resume_after_a_kill_ends_as_an_uninterrupted_run(tmp_path):
     assert la.equals(lb) and (tmp_path / "b" / "losses.png").stat().st_size > 5000
 
 
+def _same_run(a, b):
+    """Two finished runs ended with the same generator and losses."""
+    ga, gb = _state(a / "generator.pt"), _state(b / "generator.pt")
+    return all(torch.equal(ga[k], gb[k]) for k in ga) and pd.read_csv(a / "losses.csv").equals(
+        pd.read_csv(b / "losses.csv")
+    )
+
+
+def test_state_dir_is_removed_after_a_successful_run(tmp_path):
+    import pytest
+
+    images, labels = _tiny_data()
+    spec = mcgan.GanSpec(epochs=3, width=4, checkpoint_every=1, seed=3)
+    mcgan.train(images, labels, spec, tmp_path / "a")
+    assert (tmp_path / "a" / "generator.pt").exists()
+    assert not (tmp_path / ".a.state").exists()
+    with pytest.raises(KeyboardInterrupt):  # a kill keeps the state ...
+        mcgan.train(images, labels, spec, tmp_path / "b", stop_after=1)
+    assert (tmp_path / ".b.state" / "state.pt").exists()
+    mcgan.train(images, labels, spec, tmp_path / "b")  # ... until the resumed run completes
+    assert not (tmp_path / ".b.state").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_state_for_other_training_data_is_not_resumed(tmp_path, caplog):
+    import logging
+
+    import pytest
+
+    images, labels = _tiny_data()
+    other = images.flip(-1)  # data B: as many images, same labels, other pixels
+    spec = mcgan.GanSpec(epochs=2, width=4, checkpoint_every=1, seed=3)
+    mcgan.train(other, labels, spec, tmp_path / "fresh")  # a fresh run on B
+    with pytest.raises(KeyboardInterrupt):  # a state of data A after epoch 1
+        mcgan.train(images, labels, spec, tmp_path / "m", stop_after=1)
+    with caplog.at_level(logging.INFO, logger="mammodp.mcgan"):
+        mcgan.train(other, labels, spec, tmp_path / "m")
+    assert "for other training data" in caplog.text and "resuming" not in caplog.text
+    assert _same_run(tmp_path / "fresh", tmp_path / "m")
+    # Other labels on the same images are other data too.
+    with pytest.raises(KeyboardInterrupt):
+        mcgan.train(other, labels, spec, tmp_path / "n", stop_after=1)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mammodp.mcgan"):
+        mcgan.train(other, 1 - labels, spec, tmp_path / "n")
+    assert "for other training data" in caplog.text and "resuming" not in caplog.text
+
+
 def test_sampling_checkpoint_is_kept(tmp_path):
     import pytest
 
@@ -118,6 +166,22 @@ def test_dp_mcgan_reports_its_privacy(tmp_path):
     acc.history = [(privacy["noise_multiplier"], privacy["sample_rate"], privacy["steps"])]
     assert acc.get_epsilon(1e-5) == pytest_approx(privacy["epsilon_final"])
     assert privacy["steps"] == 2 * 2  # 2 epochs x 1 / sample rate (16 / 8)
+
+
+def test_dp_mcgan_resumed_after_a_kill_ends_as_an_uninterrupted_run(tmp_path):
+    """The DP noise generator's state is saved and restored with the training state."""
+    import pytest
+
+    images, labels = _tiny_data(16)
+    spec = mcgan.GanSpec(epochs=3, width=4, checkpoint_every=1, seed=1)
+    dp = mcgan.GanDPSpec(enabled=True, epsilon=10.0, delta=1e-5)
+    mcgan.train(images, labels, spec, tmp_path / "a", dp=dp)
+    with pytest.raises(KeyboardInterrupt):
+        mcgan.train(images, labels, spec, tmp_path / "b", dp=dp, stop_after=2)
+    mcgan.train(images, labels, spec, tmp_path / "b", dp=dp)  # resumes after epoch 2
+    assert _same_run(tmp_path / "a", tmp_path / "b")
+    pa, pb = (tmp_path / x / "privacy.json" for x in "ab")
+    assert pa.read_bytes() == pb.read_bytes()
 
 
 def pytest_approx(v):
@@ -159,7 +223,7 @@ def test_conditioning_classes_are_told_apart_by_a_real_data_classifier(tmp_path)
         2,
         dicom_root=tmp_path / "ph" / "CBIS-DDSM",
     )
-    images = mcgan.load_images(crops["path"].tolist())
+    images = models.load_images(crops["path"], mcgan.IMAGE_SIZE, strict=True)
     labels = torch.tensor(crops["label"].values)
     spec = mcgan.GanSpec(
         epochs=30, width=16, lr=2e-4, d_steps_per_g_step=1, checkpoint_every=30, seed=3

@@ -104,3 +104,31 @@ def test_flip_variants():
     assert models.flip(x, "h")[0, 0].tolist() == [[1, 0], [3, 2]]
     assert models.flip(x, "v")[0, 0].tolist() == [[2, 3], [0, 1]]
     assert models.flip(x, "hv")[0, 0].tolist() == [[3, 2], [1, 0]]
+
+
+def test_random_flips_give_both_flips_to_a_sample_drawn_for_both():
+    x = torch.arange(64 * 9, dtype=torch.float32).reshape(64, 1, 3, 3)
+    gen = torch.Generator().manual_seed(0)
+    out = models.random_flips(x, gen)
+    replay = torch.Generator().manual_seed(0)
+    flip_h = torch.rand(64, generator=replay) < 0.5
+    flip_v = torch.rand(64, generator=replay) < 0.5
+    assert (flip_h & flip_v).any() and (flip_h & ~flip_v).any() and (~flip_h & ~flip_v).any()
+    for i in range(64):
+        want = x[i]
+        if flip_h[i]:
+            want = want.flip(-1)
+        if flip_v[i]:
+            want = want.flip(-2)
+        assert torch.equal(out[i], want), i
+    assert torch.equal(x, torch.arange(64 * 9, dtype=torch.float32).reshape(64, 1, 3, 3))
+
+
+def test_strict_image_loading_refuses_other_sizes(tmp_path):
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((64, 64), np.uint8))
+    assert models.load_images([tmp_path / "a.png"], 128).shape == (1, 1, 128, 128)
+    with pytest.raises(UserError, match=r"a.png: expected a 128x128 grayscale PNG, got 64x64"):
+        models.load_images([tmp_path / "a.png"], 128, strict=True)

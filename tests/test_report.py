@@ -47,8 +47,11 @@ def _runs(tmp_path):
             privacy.update(
                 accountant="rdp",
                 noise_multiplier=1.1,
+                max_grad_norm=1.0,
                 sample_rate=0.1,
                 steps=30,
+                steps_at_chosen_epoch=9,
+                chosen_in_window=seed != 2,
                 delta=1e-4,
                 target_epsilon=6,
                 epsilon_at_chosen_epoch=5.5,
@@ -84,6 +87,8 @@ def test_main_table_recomputed_independently(tmp_path):
     )
     privacy = pd.read_csv(tmp_path / "tables" / "privacy.csv")
     assert list(privacy["experiment"]) == ["real_frozen_dp_eps6"] * 2
+    assert list(privacy["seed"]) == [1, 2] and list(privacy["chosen_in_window"]) == [True, False]
+    assert (privacy["max_grad_norm"] == 1.0).all() and (privacy["steps_at_chosen_epoch"] == 9).all()
 
 
 def test_latex_is_balanced_booktabs(tmp_path):

@@ -121,7 +121,7 @@ def _download(server, tmp_path, max_patients=3, batch_size=4, **kw):
             batch,
             tmp_path / "CBIS-DDSM",
             tmp_path / f"batch{batch}.tsv",
-            **{**FAST, **kw},
+            **{"lock_dir": tmp_path / "locks", **FAST, **kw},
         )
     return csvs
 
@@ -169,6 +169,33 @@ def test_interrupted_run_resumes_without_refetching(server, tmp_path):
     _download(server, tmp_path, max_patients=2, batch_size=100)
     assert not finished & set(server.requests)  # finished series are not fetched again
     _all_files_valid(tmp_path / "CBIS-DDSM")
+
+
+def test_a_batch_clears_only_its_own_leftovers(server, tmp_path):
+    uids, _ = tcia.needed_series([server.meta / "mass_case_description_train_set.csv"], 1)
+    root = tmp_path / "CBIS-DDSM"
+    mine = root / f".{uids[0]}.k3j_9x2a.part"  # as fileio.atomic_dir names them
+    others = [  # other batches' downloads in progress, one with a UID that extends ours
+        root / ".1.2.3.999.k3j_9x2a.part",
+        root / f".{uids[0]}.5.k3j_9x2a.part",
+    ]
+    for d in (mine, *others):
+        d.mkdir(parents=True)
+    _download(server, tmp_path, max_patients=1, batch_size=100)
+    assert not mine.exists() and all(d.is_dir() for d in others)
+
+
+def test_downloads_wait_for_a_free_connection_slot(server, tmp_path):
+    from mammodp import gpu
+
+    locks = tmp_path / "locks"
+    held = gpu.claim([0], locks, kind="tcia")  # another live download holds the only slot
+    with pytest.raises(UserError, match=r"no free tcia slot among \[0\]"):
+        _download(server, tmp_path, max_patients=1, connections=1, slot_timeout=1)
+    assert not server.requests
+    gpu.release(held, locks, kind="tcia")
+    _download(server, tmp_path, max_patients=1, connections=1)
+    assert server.requests and not list(locks.glob("tcia*.lock"))  # released after use
 
 
 def test_unreachable_api_is_one_clear_error(tmp_path):

@@ -274,3 +274,41 @@ def test_changing_one_epsilon_reruns_that_experiment_and_the_tables(workdir, wri
     table.write_text("\n".join(rows) + "\n")
     counts = _dry(workdir, cfg)
     assert counts == {"classify": 1, "tables": 1, "figures": 1, "all": 1, "total": 4}, counts
+
+
+def test_a_new_commit_reruns_provenance(tmp_path, write_config):
+    """run.json names the commit that built the results: a new commit reruns the rule."""
+    repo = tmp_path / "checkout"
+    for part in ("workflow", "envs"):
+        shutil.copytree(REPO / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "resources").mkdir()
+    shutil.copy(REPO / "resources" / "mammo_dp.sha256", repo / "resources")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+
+    def head() -> str:
+        return subprocess.run(
+            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    work = tmp_path / "work"
+    shutil.copytree(REPO / "config", work / "config")
+    cfg = write_config(tiny_config())
+    target = "results/provenance/run.json"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "workflow" / "Snakefile")]
+        cmd += ["-d", str(work), "--configfile", str(cfg), "--cores", "1", *args, target]
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+    assert run().returncode == 0
+    assert json.loads((work / target).read_text())["git_commit"] == head()
+    assert "Nothing to be done" in (r := run("-n")).stdout + r.stderr
+    (repo / "workflow" / "NOTE").write_text("a change\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "two"], check=True)
+    assert "provenance" in run("-n").stdout
+    assert run().returncode == 0
+    assert json.loads((work / target).read_text())["git_commit"] == head()

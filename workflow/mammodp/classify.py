@@ -16,7 +16,9 @@ the equivalent book-keeping path (``dp.clipping``).
 
 Every ``train.checkpoint_every`` epochs the training state (weights, optimiser, RNGs, the privacy
 accountant, the best checkpoint so far) is saved in ``<out_dir>/.state``; a killed job resumes
-from it and ends with the same result as an uninterrupted run.
+from it and ends with the same result as an uninterrupted run. A state is resumed only by the very
+same job on the very same data: its settings (``Job.key``) and a fingerprint of the tensors trained
+and validated on, their labels and the source model file (``models.data_fingerprint``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from . import models
 from .bookkeeping import BookKeepingDP
+from .config import Experiment
 from .errors import UserError
 from .fileio import atomic_path, sha256_file, write_csv, write_json
 from .metrics import bootstrap_ci, classification_metrics, fast_metrics
@@ -68,23 +71,6 @@ class DPSpec:
     epsilon_window: tuple[float, float] = (0.75, 1.05)
     secure_mode: bool = False
     clipping: str = "bookkeeping"  # bookkeeping | opacus
-
-
-@dataclass(frozen=True)
-class Experiment:
-    experiment: str
-    paper_id: str
-    group: str
-    train_data: str  # real | real+synthetic | synthetic
-    trained: str  # head | all
-    head: str  # mlp | linear
-    init: str  # backbone | from:<experiment>
-    dp_epsilon: float | None
-    description: str = ""
-
-    @property
-    def source(self) -> str | None:
-        return self.init.split(":", 1)[1] if self.init.startswith("from:") else None
 
 
 @dataclass
@@ -194,8 +180,9 @@ class _Trainer:
     """The epoch loop shared by head and full training: validation, selection, DP bookkeeping,
     checkpointing of the whole state every few epochs, resume."""
 
-    def __init__(self, job: Job, state_dir: Path, module: nn.Module, n_train: int):
+    def __init__(self, job: Job, state_dir: Path, module: nn.Module, n_train: int, data: str):
         self.job = job
+        self.data = data  # data_fingerprint of what is trained on: part of the resume key
         self.state_dir = state_dir
         self.module = module  # the module whose weights are selected and saved
         self.n_train = n_train
@@ -209,14 +196,19 @@ class _Trainer:
         self.accountant = None
         self.noise_multiplier = None
         self.sample_rate = None
+        self.expected_batch_size = None  # the clipped sum's denominator, as Opacus sets it
         self._rdp_per_step = None
 
     def state_file(self) -> Path:
         return self.state_dir / "state.pt"
 
+    def _cuda(self) -> bool:
+        return self.job.device.startswith("cuda") and torch.cuda.is_available()
+
     def save(self, epoch: int, optimizer) -> None:
         state = {
             "key": self.job.key(),
+            "data": self.data,
             "epoch": epoch,
             "module": self.module.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -224,6 +216,7 @@ class _Trainer:
             "aug": self.aug.get_state(),
             "noise": self.noise.get_state(),
             "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if self._cuda() else None,
             "history": self.history,
             "best": self.best,
             "best_state": self.best_state,
@@ -241,12 +234,27 @@ class _Trainer:
         if state["key"] != self.job.key():
             log.info("saved training state is for other settings: starting afresh")
             return 1
+        if state.get("data") != self.data:
+            log.info(
+                "saved training state is for other data (training/validation tensors, labels "
+                "or source model differ): starting afresh"
+            )
+            return 1
         self.module.load_state_dict(state["module"])
         optimizer.load_state_dict(state["optimizer"])
         self.gen.set_state(state["gen"])
         self.aug.set_state(state["aug"])
         self.noise.set_state(state["noise"])
         torch.set_rng_state(state["torch"])
+        if self._cuda() and state.get("cuda") is not None:
+            if len(state["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(state["cuda"])
+            else:
+                log.warning(
+                    "saved CUDA RNG states are for %d device(s), this machine has %d: not restored",
+                    len(state["cuda"]),
+                    torch.cuda.device_count(),
+                )
         self.history, self.best, self.best_state = (
             state["history"],
             state["best"],
@@ -325,6 +333,17 @@ class _Trainer:
         steps = int(sum(s for _, _, s in self.accountant.history))
         steps_per_epoch = steps // max(len(self.history), 1)
         chosen = self.best["epoch"]
+        if not self.best["eligible"]:
+            lo, hi = self.job.dp.epsilon_window
+            log.warning(
+                "no epoch spent an epsilon within (%g, %g) x %g; keeping the best epoch %d "
+                "(epsilon %.3f) and marking it chosen_in_window: false",
+                lo,
+                hi,
+                self.job.experiment.dp_epsilon,
+                chosen,
+                self.best["epsilon"],
+            )
         return {
             "dp": True,
             "library": "opacus",
@@ -334,7 +353,7 @@ class _Trainer:
             "max_grad_norm": self.job.dp.max_grad_norm,
             "sample_rate": float(self.sample_rate),
             "poisson_sampling": True,
-            "expected_batch_size": self.sample_rate * self.n_train,
+            "expected_batch_size": self.expected_batch_size,
             "n_train": self.n_train,
             "steps_per_epoch": steps_per_epoch,
             "planned_epochs": self.job.train.epochs,
@@ -383,12 +402,17 @@ def train_head(
     backbone: nn.Module | None = None,
     stop_after: int | None = None,
     epoch_seconds: list | None = None,
+    fingerprint: str | None = None,
 ):
     """Train a head. ``train_x`` holds cached features (N, 4 flips, F), or images when a
     ``backbone`` is given (the faithful loop: backbone in train mode, forward every step).
-    Returns the trainer (history, best state, privacy)."""
+    ``fingerprint``: ``data_fingerprint`` of the data the inputs came from (part of the resume
+    key); by default that of the tensors given. Returns the trainer (history, best state,
+    privacy)."""
     t = job.train
-    tr = _Trainer(job, state_dir, head, len(y))
+    if fingerprint is None:
+        fingerprint = models.data_fingerprint(train_x, y, val_x, val_y)
+    tr = _Trainer(job, state_dir, head, len(y), fingerprint)
     optimizer = torch.optim.AdamW(head.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
     sum_loss = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing, reduction="sum")
@@ -400,6 +424,7 @@ def train_head(
         loader, tr.sample_rate = _poisson_loader(dataset, t.batch_size, tr.gen)
         tr.noise_multiplier = noise_multiplier(job, tr.sample_rate)
         expected = int(len(dataset) * tr.sample_rate)  # as Opacus: the "mean" denominator
+        tr.expected_batch_size = expected
         if job.dp.clipping == "bookkeeping":
             if job.dp.secure_mode:
                 raise UserError("dp.secure_mode needs dp.clipping: opacus (secure noise)")
@@ -417,10 +442,7 @@ def train_head(
         if backbone is None:  # cached features: one flip variant per sample
             pick = torch.randint(0, train_x.shape[1], (len(idx),), generator=tr.aug)
             return train_x[idx, pick]
-        x = train_x[idx].clone()
-        fh = torch.rand(len(idx), generator=tr.aug) < 0.5
-        fv = torch.rand(len(idx), generator=tr.aug) < 0.5
-        x[fh], x[fv] = x[fh].flip(-1), x[fv].flip(-2)
+        x = models.random_flips(train_x[idx], tr.aug)
         with torch.no_grad():
             return backbone(x.expand(-1, 3, -1, -1).to(job.device)).float().cpu()
 
@@ -502,12 +524,16 @@ def train_full(
     val_y: torch.Tensor,
     state_dir: Path,
     stop_after: int | None = None,
+    fingerprint: str | None = None,
 ):
-    """Train every layer on images with random flips; mixed precision (bf16) on GPU."""
+    """Train every layer on images with random flips; mixed precision (bf16) on GPU.
+    ``fingerprint``: as for ``train_head``."""
     t = job.train
     device = job.device
     model.to(device)
-    tr = _Trainer(job, state_dir, model, len(y))
+    if fingerprint is None:
+        fingerprint = models.data_fingerprint(x, y, val_x, val_y)
+    tr = _Trainer(job, state_dir, model, len(y), fingerprint)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
     use_amp = device.startswith("cuda")
@@ -518,10 +544,7 @@ def train_full(
         total = 0.0
         for s in range(0, len(x), t.batch_size):
             idx = perm[s : s + t.batch_size]
-            xb = x[idx].clone()
-            fh = torch.rand(len(idx), generator=tr.aug) < 0.5
-            fv = torch.rand(len(idx), generator=tr.aug) < 0.5
-            xb[fh], xb[fv] = xb[fh].flip(-1), xb[fv].flip(-2)
+            xb = models.random_flips(x[idx], tr.aug)
             optimizer.zero_grad()
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                 loss = loss_fn(model(xb.to(device)).float(), y[idx].to(device))
@@ -585,14 +608,14 @@ def run(
                 f"{exp.source}'s head '{src_ckpt['head_type']}'; fix config/experiments.tsv."
             )
         backbone = models.load_backbone(source_model)
-        backbone_source = {
-            "kind": "model",
-            "path": str(source_model),
-            "sha256": sha256_file(source_model),
-        }
+        source_sha256 = sha256_file(source_model)
+        backbone_source = {"kind": "model", "path": str(source_model), "sha256": source_sha256}
     else:
         src_ckpt = None
         backbone = models.create_backbone(job.model)
+        # Local weights may change under the same path: their content is part of the data.
+        weights = job.model.weights_file
+        source_sha256 = sha256_file(weights) if weights and job.model.pretrained != "none" else None
         backbone_source = {"kind": "pretrained", "pretrained": job.model.pretrained}
     torch.manual_seed(job.seed)  # head init depends on the run's seed only
     head = models.make_head(exp.head, backbone.num_features)
@@ -602,23 +625,38 @@ def run(
     size, fb = job.model.input_size, job.train.feature_batch_size
 
     if exp.trained == "head":
-        if job.train.faithful:
-            x_train = models.load_images(train["path"], size)
-        elif features:
-            cache = load_feature_cache(features)
-            x_train = _features_for(cache, list(train["path"]), "training")
-        else:
-            x_train = models.backbone_features(
-                backbone, models.load_images(train["path"], size), batch_size=fb, device=job.device
-            )
+        cached = bool(features) and not job.train.faithful
 
-        def embed(paths) -> torch.Tensor:
-            if features and not job.train.faithful:
+        def embed(paths, imgs=None) -> torch.Tensor:
+            if cached:
                 return _features_for(cache, list(paths), "evaluation")[:, 0]
-            imgs = models.load_images(paths, size)
+            imgs = models.load_images(paths, size) if imgs is None else imgs
             return models.backbone_features(backbone, imgs, ("none",), fb, job.device)[:, 0]
 
-        val_x = embed(val["path"])
+        # The resume key fingerprints the data as read: the cached features, or the images the
+        # features are computed from here (on a GPU those need not be bitwise reproducible).
+        if cached:
+            cache = load_feature_cache(features)
+            x_train = _features_for(cache, list(train["path"]), "training")
+            val_x = embed(val["path"])
+            fingerprint = models.data_fingerprint(
+                x_train, y_train, val_x, y_val, source_sha256=source_sha256
+            )
+        else:
+            train_imgs = models.load_images(train["path"], size)
+            val_imgs = models.load_images(val["path"], size)
+            fingerprint = models.data_fingerprint(
+                train_imgs, y_train, val_imgs, y_val, source_sha256=source_sha256
+            )
+            x_train = (
+                train_imgs
+                if job.train.faithful
+                else models.backbone_features(
+                    backbone, train_imgs, batch_size=fb, device=job.device
+                )
+            )
+            val_x = embed(val["path"], val_imgs)
+            del train_imgs, val_imgs  # only the features are trained on
         tr = train_head(
             job,
             head,
@@ -629,6 +667,7 @@ def run(
             state_dir,
             backbone if job.train.faithful else None,
             stop_after,
+            fingerprint=fingerprint,
         )
         head.load_state_dict(tr.best_state)
         head.eval()
@@ -639,7 +678,19 @@ def run(
     else:
         x_train = models.load_images(train["path"], size)
         x_val = models.load_images(val["path"], size)
-        tr = train_full(job, model, x_train, y_train, x_val, y_val, state_dir, stop_after)
+        tr = train_full(
+            job,
+            model,
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            state_dir,
+            stop_after,
+            fingerprint=models.data_fingerprint(
+                x_train, y_train, x_val, y_val, source_sha256=source_sha256
+            ),
+        )
         model.load_state_dict(tr.best_state)
         model.eval()
         test_probs = {}

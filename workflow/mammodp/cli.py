@@ -1,8 +1,9 @@
 """Command line: one subcommand per Snakemake rule. ``mammodp <command> --help`` lists options.
 
-Problems the user can fix (bad input, missing file, bad config) end with one line on stderr,
-``mammodp <command>: error: ...``, and exit status 2; nothing partial is left behind because every
-output is written atomically.
+Problems the user can fix (bad input, missing file, bad config, full disk) end with one line on
+stderr, ``mammodp <command>: error: ...``, and exit status 2. Each output file is written
+atomically (a temporary file renamed into place), so no file is ever half-written; when a job
+with several outputs fails, Snakemake deletes the ones it did write, so a rerun trusts none.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import errno
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -59,10 +61,19 @@ def cmd_lesions(a):
     from . import lesions
     from .fileio import write_csv
 
+    if bool(a.mass_train) != bool(a.mass_test) or (a.mass_train and not a.dicom_root):
+        raise UserError("give --mass-train, --mass-test and --dicom-root together")
+    if not a.mass_train and not a.bcdr:
+        raise UserError("no inputs: give --mass-train and --mass-test (with --dicom-root), --bcdr")
     frames = []
     if a.mass_train:
         patients = None
         if a.patients_file:
+            if not Path(a.patients_file).is_file():
+                raise UserError(
+                    f"{a.patients_file}: patient list not found; rerun the tcia_series rule "
+                    "(snakemake --forcerun tcia_series)."
+                )
             patients = set(Path(a.patients_file).read_text().split())
         frames.append(
             lesions.cbis_lesions(
@@ -112,7 +123,7 @@ def cmd_tcia_batch(a):
     from .tcia import download_batch
 
     series = read_csv(a.series, required=["series_uid", "image_count", "batch"])
-    download_batch(a.api_url, series, a.batch, a.root, a.out)
+    download_batch(a.api_url, series, a.batch, a.root, a.out, connections=a.connections)
 
 
 def cmd_tcia_complete(a):
@@ -191,14 +202,14 @@ def cmd_medigan_samples(a):
 def cmd_train_gan(a):
     import torch
 
-    from . import mcgan
+    from . import mcgan, models
     from .fileio import read_csv
     from .split import MANIFEST_COLUMNS
 
     _threads(a.threads)
     manifest = read_csv(a.manifest, required=MANIFEST_COLUMNS)
     train = manifest[(manifest["split"] == "train") & (manifest["dataset"] == "cbis-ddsm")]
-    images = mcgan.load_images(train["path"].tolist())
+    images = models.load_images(train["path"], mcgan.IMAGE_SIZE, strict=True)
     labels = torch.tensor(train["label"].astype(int).values)
     spec_dict = json.loads(a.spec)
     dp = mcgan.GanDPSpec(**spec_dict.pop("dp", {}))
@@ -214,7 +225,14 @@ def cmd_sample_gan(a):
 
     _threads(a.threads)
     name = f"generator_epoch{a.epoch:05d}.pt" if a.epoch else "generator.pt"
-    manifest = mcgan.sample(Path(a.model_dir) / name, a.n_per_class, a.seed, a.out_dir)
+    checkpoint = Path(a.model_dir) / name
+    if not checkpoint.is_file():
+        saved = sorted(p.name for p in Path(a.model_dir).glob("generator*.pt"))
+        raise UserError(
+            f"{checkpoint}: no such MCGAN checkpoint (saved: {', '.join(saved) or 'none'}); "
+            "train the MCGAN first, or set synthesis.mcgan.sample_epoch to a checkpoint epoch."
+        )
+    manifest = mcgan.sample(checkpoint, a.n_per_class, a.seed, a.out_dir)
     write_csv(a.manifest, manifest)
 
 
@@ -288,7 +306,7 @@ def cmd_classify(a):
 def cmd_provenance(a):
     from . import provenance
 
-    provenance.write(json.loads(a.config), a.repo, a.out_dir)
+    provenance.write(json.loads(a.config), a.commit, a.out_dir)
 
 
 def cmd_tables(a):
@@ -343,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, required=True)
     s.add_argument("--root", required=True, help="download cache (resumable)")
     s.add_argument("--out", required=True, help="batch marker, written last")
+    s.add_argument("--connections", type=int, default=4, help="batches fetching at once")
     s.set_defaults(func=cmd_tcia_batch)
 
     s = sub.add_parser("tcia-complete", help="check that every series is downloaded")
@@ -470,7 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("provenance", help="config, code version and software versions")
     s.add_argument("--config", required=True, help="JSON: the config of this run")
-    s.add_argument("--repo", required=True, help="the workflow's checkout (for its git commit)")
+    s.add_argument(
+        "--commit", required=True, help="the workflow's git commit (read when the DAG is built)"
+    )
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_provenance)
 
@@ -498,10 +519,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("radiomics").setLevel(logging.ERROR)
     # pydicom logs a decoder's traceback before raising; the error we raise says it in one line.
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    # SLURM's time limit and scancel send SIGTERM: exit through Python so that `finally` blocks
+    # and atexit handlers release this job's GPU or download slot locks.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         args.func(args)
     except UserError as e:
         print(f"mammodp {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        # An input that vanished between Snakemake's check and the read: one line, not a trace.
+        print(
+            f"mammodp {args.command}: error: {e.filename or e}: no such file; check the path in "
+            "the config, or rebuild it (snakemake --forcerun <the rule that writes it>).",
+            file=sys.stderr,
+        )
         return 2
     except OSError as e:
         if e.errno not in WRITE_ERRORS:

@@ -7,14 +7,42 @@ stops the run before any job starts.
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-from .classify import Experiment
 from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One row of config/experiments.tsv."""
+
+    experiment: str
+    paper_id: str
+    group: str
+    train_data: str  # real | real+synthetic | synthetic
+    trained: str  # head | all
+    head: str  # mlp | linear
+    init: str  # backbone | from:<experiment>
+    dp_epsilon: float | None
+    description: str = ""
+
+    @property
+    def source(self) -> str | None:
+        return self.init.split(":", 1)[1] if self.init.startswith("from:") else None
+
+
+# The four case-description CSVs as TCIA publishes them (key -> file name).
+CASE_CSVS = {
+    "mass_train": "mass_case_description_train_set.csv",
+    "mass_test": "mass_case_description_test_set.csv",
+    "calc_train": "calc_case_description_train_set.csv",
+    "calc_test": "calc_case_description_test_set.csv",
+}
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 

@@ -13,6 +13,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from .config import load_experiments
+from .errors import UserError
 from .fileio import atomic_path
 from .tables import GROUP_ORDER, GROUP_TITLE, METRIC_TITLE, TEST_SETS, TEST_TITLE, summarise
 
@@ -194,7 +195,7 @@ def sample_grid(manifest_csv, synthetic_csv, out, per_row: int = 8, seed: int = 
                 if part
                 else []
             )
-            imgs = [cv2.imread(p, cv2.IMREAD_GRAYSCALE) for p in picks]
+            imgs = [_tile(p) for p in picks]
             imgs += [np.full((128, 128), 255, np.uint8)] * (per_row - len(imgs))
             rows.append(np.hstack(imgs))
             titles.append(f"{name} {cls}")
@@ -206,6 +207,15 @@ def sample_grid(manifest_csv, synthetic_csv, out, per_row: int = 8, seed: int = 
         ax.set_axis_off()
         ax.set_title(title, fontsize=8, loc="left")
     save(fig, out)
+
+
+def _tile(path: str, size: int = 128) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise UserError(f"{path}: image missing or unreadable; rebuild the crops or samples.")
+    if img.shape != (size, size):
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return img
 
 
 def gan_losses(losses_csv, out):

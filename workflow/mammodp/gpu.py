@@ -48,8 +48,10 @@ def claim(
     lock_dir: str | Path = DEFAULT_LOCK_DIR,
     timeout: float = 3600.0,
     poll: float = 0.5,
+    kind: str = "gpu",
 ) -> int:
     """Claim a free device of ``devices``; wait (up to ``timeout`` s) while all are taken.
+    Any other limited slot works the same way (``kind`` names its lock files).
     The scan runs under an exclusive lock on the directory, so checking, reclaiming and claiming
     are one step for every process on this machine."""
     import fcntl
@@ -62,7 +64,7 @@ def claim(
         with open(lock_dir / ".mutex", "w") as mutex:
             fcntl.flock(mutex, fcntl.LOCK_EX)
             for device in devices:
-                lock = lock_dir / f"gpu{device}.lock"
+                lock = lock_dir / f"{kind}{device}.lock"
                 if lock.exists():
                     if not _stale(lock):
                         continue
@@ -70,15 +72,24 @@ def claim(
                 lock.write_text(me)
                 return device
         if time.monotonic() > deadline:
+            what, hint = (
+                ("GPU", "run Snakemake with --resources gpu=<number of GPUs>")
+                if kind == "gpu"
+                else (
+                    f"{kind} slot",
+                    f"wait for the other jobs, raise the limit in the config, or delete the "
+                    f"{kind}*.lock files there if no such job is running",
+                )
+            )
             raise UserError(
-                f"no free GPU among {devices} after {timeout:.0f} s (locks in {lock_dir}); "
-                "run Snakemake with --resources gpu=<number of GPUs>"
+                f"no free {what} among {devices} after {timeout:.0f} s (locks in {lock_dir}); "
+                f"{hint}"
             )
         time.sleep(poll)
 
 
-def release(device: int, lock_dir: str | Path = DEFAULT_LOCK_DIR) -> None:
-    lock = Path(lock_dir) / f"gpu{device}.lock"
+def release(device: int, lock_dir: str | Path = DEFAULT_LOCK_DIR, kind: str = "gpu") -> None:
+    lock = Path(lock_dir) / f"{kind}{device}.lock"
     with contextlib.suppress(OSError):
         if lock.read_text().split()[-1] == str(os.getpid()):
             lock.unlink()

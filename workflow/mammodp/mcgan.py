@@ -28,6 +28,7 @@ from torch import nn
 
 from .errors import UserError
 from .fileio import atomic_dir, atomic_path, write_csv, write_json
+from .models import data_fingerprint, random_flips
 
 log = logging.getLogger(__name__)
 
@@ -132,18 +133,6 @@ def build(spec: GanSpec) -> tuple[Generator, Discriminator]:
     return g, d
 
 
-def load_images(paths: list[str]) -> torch.Tensor:
-    """8-bit PNGs -> float tensor in [-1, 1], shape (N, 1, 128, 128)."""
-    arrs = []
-    for p in paths:
-        a = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
-        if a is None or a.shape != (IMAGE_SIZE, IMAGE_SIZE):
-            raise UserError(f"{p}: expected a {IMAGE_SIZE}x{IMAGE_SIZE} grayscale PNG")
-        arrs.append(a)
-    x = torch.from_numpy(np.stack(arrs)).float().div(127.5).sub(1.0)
-    return x[:, None]
-
-
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.detach().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).squeeze(1).numpy()
 
@@ -168,8 +157,39 @@ def _state_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.state"
 
 
-def _spec_key(spec: GanSpec, dp: GanDPSpec, n: int) -> str:
-    return json.dumps({"spec": asdict(spec), "dp": asdict(dp), "n": n}, sort_keys=True)
+def _spec_key(spec: GanSpec, dp: GanDPSpec, n: int, device: str) -> str:
+    """The settings a training state belongs to (the device type too: the DP noise generator
+    lives on the device, and its state cannot move between CPU and CUDA)."""
+    dev = torch.device(device).type
+    return json.dumps(
+        {"spec": asdict(spec), "dp": asdict(dp), "n": n, "device": dev}, sort_keys=True
+    )
+
+
+def _is_cuda(device: str) -> bool:
+    return torch.device(device).type == "cuda" and torch.cuda.is_available()
+
+
+def _load_state(state_file: Path, key: str, data: str) -> dict | None:
+    """The saved state if it belongs to these settings and this data; else None (logged)."""
+    if not state_file.exists():
+        return None
+    try:
+        state = torch.load(state_file, map_location="cpu", weights_only=False)
+    except Exception as e:  # an unreadable state is not worth failing over: train afresh
+        log.warning("cannot read training state %s (%s): starting afresh", state_file, e)
+        return None
+    if not isinstance(state, dict) or state.get("key") != key:
+        log.info("training state in %s is for other settings: starting afresh", state_file.parent)
+        return None
+    if state.get("data") != data:
+        log.info(
+            "training state in %s is for other training data (images or labels differ): "
+            "starting afresh",
+            state_file.parent,
+        )
+        return None
+    return state
 
 
 def _real_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -193,15 +213,20 @@ def train(
     checkpoint, when set), ``losses.csv``, ``losses.png``, ``samples/epoch<k>.png`` and, under
     DP, ``privacy.json`` into ``out_dir`` (atomically, as one directory).
 
-    Every ``checkpoint_every`` epochs the full training state (both networks, optimisers, RNGs,
-    the DP accountant) is saved beside ``out_dir``; a rerun after a kill resumes from it and ends
-    with the same weights as an uninterrupted run. ``stop_after`` simulates such a kill."""
+    Every ``checkpoint_every`` epochs the full training state (both networks, optimisers, RNGs
+    including the DP noise generator and, on CUDA, the CUDA RNGs, the DP accountant) is saved
+    beside ``out_dir``; a rerun after a kill resumes from it and ends with the same weights as an
+    uninterrupted run. A state is resumed only for the same settings and the same data (a
+    fingerprint of ``images`` and ``labels``), and is deleted once the outputs are written.
+    ``stop_after`` simulates such a kill."""
     dp = dp or GanDPSpec()
     out_dir = Path(out_dir)
     state_dir = _state_dir(out_dir)
     torch.set_num_threads(threads)
     torch.manual_seed(spec.seed)
-    rng = torch.Generator().manual_seed(spec.seed)
+    rng = torch.Generator().manual_seed(spec.seed)  # shuffling / Poisson sampling, flips, z
+    # DP noise: on the device (Opacus draws it there), saved and restored with the state.
+    noise = torch.Generator(device=device).manual_seed(spec.seed + 7919)
     g, d = build(spec)
     if dp.enabled:
         from opacus.validators import ModuleValidator
@@ -219,44 +244,51 @@ def train(
     engine = None
     d_train = d
     if dp.enabled:
-        engine, d_train, opt_d, loader = _make_private_d(d, opt_d, loader, spec, dp)
+        engine, d_train, opt_d, loader = _make_private_d(d, opt_d, loader, spec, dp, noise)
         # Opacus' hooks on D fire for the generator's images too (no input needs a gradient).
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
     history: list[dict] = []
     step, start = 0, 1
-    key = _spec_key(spec, dp, n)
+    key = _spec_key(spec, dp, n, device)
+    data = data_fingerprint(images, labels)
+    cuda = _is_cuda(device)
     state_file = state_dir / "state.pt"
-    if state_file.exists():
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
-        if state["key"] == key:
-            g.load_state_dict(state["g"])
-            d.load_state_dict(state["d"])
-            opt_g.load_state_dict(state["opt_g"])
-            opt_d.load_state_dict(state["opt_d"])
-            rng.set_state(state["rng"])
-            torch.set_rng_state(state["torch_rng"])
-            if engine is not None:
-                engine.accountant.load_state_dict(state["accountant"])
-            history, step, start = state["history"], state["step"], state["epoch"] + 1
-            log.info("resuming MCGAN training after epoch %d", state["epoch"])
-        else:
-            log.info("training state in %s is for other settings: starting afresh", state_dir)
-            shutil.rmtree(state_dir)
+    state = _load_state(state_file, key, data)
+    if state is not None:
+        g.load_state_dict(state["g"])
+        d.load_state_dict(state["d"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        rng.set_state(state["rng"])
+        noise.set_state(state["noise"])
+        torch.set_rng_state(state["torch_rng"])
+        if cuda and state.get("cuda_rng") is not None:
+            if len(state["cuda_rng"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            else:
+                log.warning(
+                    "saved CUDA RNG states are for %d device(s), this machine has %d: not restored",
+                    len(state["cuda_rng"]),
+                    torch.cuda.device_count(),
+                )
+        if engine is not None:
+            engine.accountant.load_state_dict(state["accountant"])
+        history, step, start = state["history"], state["step"], state["epoch"] + 1
+        log.info("resuming MCGAN training after epoch %d", state["epoch"])
+    elif state_dir.exists():
+        shutil.rmtree(state_dir)
     (state_dir / "samples").mkdir(parents=True, exist_ok=True)
     for epoch in range(start, spec.epochs + 1):
         d_losses, g_losses = [], []
         for real, y in loader:
             b = len(real)
             if b == 0:  # Poisson sampling (DP) can draw an empty batch: a noise-only step
+                real, y = real.to(device), y.to(device)
                 opt_d.zero_grad()
                 (d_train(real, y).sum() * 0.0).backward()
                 opt_d.step()
                 continue
-            real = real.clone()
-            flip_h = torch.rand(b, generator=rng) < 0.5
-            flip_v = torch.rand(b, generator=rng) < 0.5
-            real[flip_h] = real[flip_h].flip(-1)
-            real[flip_v] = real[flip_v].flip(-2)
+            real = random_flips(real, rng)
             real, y = real.to(device), y.to(device)
             # Discriminator: one-sided label smoothing on the real targets.
             target_real = (
@@ -301,12 +333,15 @@ def train(
                 _save_generator(g, spec, epoch, state_dir / f"generator_epoch{epoch:05d}.pt")
             state = {
                 "key": key,
+                "data": data,
                 "g": g.state_dict(),
                 "d": d.state_dict(),
                 "opt_g": opt_g.state_dict(),
                 "opt_d": opt_d.state_dict(),
                 "rng": rng.get_state(),
+                "noise": noise.get_state(),
                 "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
                 "history": history,
                 "step": step,
                 "epoch": epoch,
@@ -338,10 +373,12 @@ def train(
         gan_losses(tmp / "losses.csv", tmp / "losses.png")
         if engine is not None:
             write_json(tmp / "privacy.json", _gan_privacy(engine, opt_d, loader, dp, history, n))
+    # The outputs are complete: the resume state has served its purpose.
+    shutil.rmtree(state_dir, ignore_errors=True)
     return history[-1]
 
 
-def _make_private_d(d, opt_d, loader, spec: GanSpec, dp: GanDPSpec):
+def _make_private_d(d, opt_d, loader, spec: GanSpec, dp: GanDPSpec, noise: torch.Generator):
     from opacus import PrivacyEngine
 
     with warnings.catch_warnings():
@@ -356,7 +393,7 @@ def _make_private_d(d, opt_d, loader, spec: GanSpec, dp: GanDPSpec):
         epochs=spec.epochs,
         max_grad_norm=dp.max_grad_norm,
         poisson_sampling=True,
-        noise_generator=torch.Generator().manual_seed(spec.seed + 7919),
+        noise_generator=noise,
     )
     return engine, d_private, opt_d, loader
 

@@ -34,6 +34,7 @@ import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+from .config import CASE_CSVS
 from .fileio import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -614,10 +615,10 @@ def generate(out_dir: str | Path, spec: PhantomSpec) -> dict:
         test_mass, test_calc, _ = _cbis_cohort(tmp, spec, "test", spec.patients_test, last, rng)
         meta = tmp / "metadata"
         meta.mkdir()
-        _write_case_csv(meta / "mass_case_description_train_set.csv", MASS_HEADER, train_mass)
-        _write_case_csv(meta / "mass_case_description_test_set.csv", MASS_HEADER, test_mass)
-        _write_case_csv(meta / "calc_case_description_train_set.csv", CALC_HEADER, train_calc)
-        _write_case_csv(meta / "calc_case_description_test_set.csv", CALC_HEADER, test_calc)
+        _write_case_csv(meta / CASE_CSVS["mass_train"], MASS_HEADER, train_mass)
+        _write_case_csv(meta / CASE_CSVS["mass_test"], MASS_HEADER, test_mass)
+        _write_case_csv(meta / CASE_CSVS["calc_train"], CALC_HEADER, train_calc)
+        _write_case_csv(meta / CASE_CSVS["calc_test"], CALC_HEADER, test_calc)
         bcdr_rows = _bcdr_cohort(tmp, spec, rng)
     counts = {
         "mass_rows_train": len(train_mass),

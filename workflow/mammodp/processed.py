@@ -17,7 +17,7 @@ import pandas as pd
 from .crops import CROP_COLUMNS
 from .errors import UserError
 from .fileio import sha256_file
-from .split import check_no_leak
+from .split import SPLITS, check_no_leak
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,6 @@ NAME = re.compile(
     r"_mass(?P<mass>\d+)_is_benign_(?P<benign>[01])\.png$"
 )
 FOLDER_LABEL = {"is_benign_true": 1, "is_benign_false": 0}
-SPLITS = ("train", "val", "test")
 
 
 def import_processed(root: str | Path) -> tuple[pd.DataFrame, dict[str, list[str]]]:

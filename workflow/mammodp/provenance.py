@@ -10,10 +10,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-import pandas as pd
 import yaml
-
-from .fileio import atomic_path, write_csv, write_json
 
 PACKAGES = [
     "torch",
@@ -37,7 +34,11 @@ PACKAGES = [
 ]
 
 
-def software_versions() -> pd.DataFrame:
+def software_versions():
+    # Imported here, not at the top: the Snakefile imports git_commit at parse time, in
+    # Snakemake's own environment (no pandas there under --software-deployment-method conda).
+    import pandas as pd
+
     rows = [{"package": "python", "version": platform.python_version()}]
     for name in PACKAGES:
         try:
@@ -69,11 +70,11 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
-def write(config: dict, repo: str | Path, out_dir: str | Path) -> None:
+def write(config: dict, commit: str, out_dir: str | Path) -> None:
+    from .fileio import atomic_path, write_csv, write_json
+
     out_dir = Path(out_dir)
     write_csv(out_dir / "software.csv", software_versions())
     with atomic_path(out_dir / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-    write_json(
-        out_dir / "run.json", {"git_commit": git_commit(repo), "config_sha256": config_hash(config)}
-    )
+    write_json(out_dir / "run.json", {"git_commit": commit, "config_sha256": config_hash(config)})

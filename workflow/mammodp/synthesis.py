@@ -12,7 +12,7 @@ import pandas as pd
 
 from .errors import UserError
 
-MANIFEST_COLUMNS = ["path", "label", "generator", "seed"]
+SYNTHETIC_COLUMNS = ["path", "label", "generator", "seed"]
 PUBLISHED_NAME = re.compile(r"^batch_\d+_\d+_(benign|malignant)\.png$")
 
 
@@ -39,4 +39,4 @@ def published_manifest(folder: str | Path) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     df["generator"] = "published"
     df["seed"] = ""
-    return df[MANIFEST_COLUMNS]
+    return df[SYNTHETIC_COLUMNS]

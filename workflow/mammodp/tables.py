@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .config import load_experiments
+from .errors import UserError
 from .fileio import atomic_path, read_csv, write_csv
 
 GROUP_ORDER = ["real", "real+synthetic", "synthetic", "synthetic-pretrained", "ablation", "extra"]
@@ -190,45 +191,41 @@ def main_latex(df: pd.DataFrame) -> str:
     return "\n".join(out) + "\n"
 
 
+PRIVACY_COLUMNS = [
+    "experiment",
+    "seed",
+    "accountant",
+    "noise_multiplier",
+    "max_grad_norm",
+    "sample_rate",
+    "steps",
+    "steps_at_chosen_epoch",
+    "delta",
+    "target_epsilon",
+    "epsilon_at_chosen_epoch",
+    "epsilon_final",
+    "chosen_epoch",
+    "chosen_in_window",
+    "synthetic_in_training",
+    "generator_private",
+]
+
+
 def privacy_table(privacy_paths) -> pd.DataFrame:
+    """One row per DP run: what a privacy auditor needs to recompute its epsilon."""
     rows = []
     for p in privacy_paths:
         d = json.loads(Path(p).read_text())
         if not d.get("dp"):
             continue
-        rows.append(
-            {
-                "experiment": d["experiment"],
-                "seed": d["seed"],
-                "accountant": d["accountant"],
-                "noise_multiplier": d["noise_multiplier"],
-                "sample_rate": d["sample_rate"],
-                "steps": d["steps"],
-                "delta": d["delta"],
-                "target_epsilon": d["target_epsilon"],
-                "epsilon_at_chosen_epoch": d["epsilon_at_chosen_epoch"],
-                "epsilon_final": d["epsilon_final"],
-                "chosen_epoch": d["chosen_epoch"],
-                "synthetic_in_training": d["synthetic_in_training"],
-                "generator_private": d["generator_private"],
-            }
-        )
-    cols = [
-        "experiment",
-        "seed",
-        "accountant",
-        "noise_multiplier",
-        "sample_rate",
-        "steps",
-        "delta",
-        "target_epsilon",
-        "epsilon_at_chosen_epoch",
-        "epsilon_final",
-        "chosen_epoch",
-        "synthetic_in_training",
-        "generator_private",
-    ]
-    return pd.DataFrame(rows, columns=cols).sort_values(["experiment", "seed"])
+        missing = [c for c in PRIVACY_COLUMNS if c not in d]
+        if missing:
+            raise UserError(
+                f"{p}: missing {missing}; written by an older version: rerun that job "
+                "(snakemake --forcerun classify)."
+            )
+        rows.append({c: d[c] for c in PRIVACY_COLUMNS})
+    return pd.DataFrame(rows, columns=PRIVACY_COLUMNS).sort_values(["experiment", "seed"])
 
 
 def _markdown(df: pd.DataFrame, floatfmt=".4g") -> str:

@@ -24,6 +24,7 @@ import pydicom
 import requests
 from tqdm import tqdm
 
+from .config import CASE_CSVS
 from .errors import UserError
 from .fileio import atomic_dir, atomic_path
 from .lesions import read_mass_csv
@@ -31,6 +32,9 @@ from .lesions import read_mass_csv
 log = logging.getLogger(__name__)
 
 USER_AGENT = "mammodp (+https://github.com/; Snakemake workflow)"
+
+
+CONNECTION_LOCK_DIR = ".snakemake/tcia-locks"
 
 
 def fetch(
@@ -69,13 +73,7 @@ def fetch(
 
 def download_metadata(urls: dict[str, str], out_dir: str | Path, **kw) -> None:
     """The four case-description CSVs; each checked to parse as the expected table."""
-    names = {
-        "mass_train": "mass_case_description_train_set.csv",
-        "mass_test": "mass_case_description_test_set.csv",
-        "calc_train": "calc_case_description_train_set.csv",
-        "calc_test": "calc_case_description_test_set.csv",
-    }
-    for key, name in names.items():
+    for key, name in CASE_CSVS.items():
         dest = Path(out_dir) / name
         data = fetch(urls[key], **kw)
         try:
@@ -208,17 +206,35 @@ def download_series(
 
 
 def download_batch(
-    api_url: str, series: pd.DataFrame, batch: int, root: str | Path, marker: str | Path, **kw
+    api_url: str,
+    series: pd.DataFrame,
+    batch: int,
+    root: str | Path,
+    marker: str | Path,
+    connections: int = 4,
+    lock_dir: str | Path = CONNECTION_LOCK_DIR,
+    slot_timeout: float = 24 * 3600.0,
+    **kw,
 ) -> None:
-    """Download one batch of the series table; the marker lists it once all are verified."""
+    """Download one batch of the series table; the marker lists it once all are verified.
+    At most ``connections`` batches download at once on this machine, however many jobs
+    Snakemake starts (a slot lock per connection), to stay polite to the public API."""
+    from .gpu import claim, release
+
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     part = series[series["batch"] == batch]
     if part.empty:
         raise UserError(f"batch {batch} is not in the series table")
-    for stale in root.glob(".*.part"):  # left by a killed run; never trusted
-        shutil.rmtree(stale, ignore_errors=True)
-    for row in tqdm(part.itertuples(), total=len(part), desc=f"batch {batch}", unit="series"):
-        download_series(api_url, row.series_uid, root, int(row.image_count), **kw)
+    # Left by a killed run of this batch; never trusted. Other batches' may be in progress.
+    for uid in part["series_uid"]:
+        for stale in root.glob(f".{uid}.????????.part"):  # mkdtemp's 8-character infix
+            shutil.rmtree(stale, ignore_errors=True)
+    slot = claim(list(range(connections)), lock_dir, timeout=slot_timeout, kind="tcia")
+    try:
+        for row in tqdm(part.itertuples(), total=len(part), desc=f"batch {batch}", unit="series"):
+            download_series(api_url, row.series_uid, root, int(row.image_count), **kw)
+    finally:
+        release(slot, lock_dir, kind="tcia")
     with atomic_path(marker) as tmp:
         part.to_csv(tmp, sep="\t", index=False)

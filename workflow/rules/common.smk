@@ -4,14 +4,17 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-# The package lives beside the rules; importable even when only Snakemake is installed.
+# The package lives beside the rules. What the Snakefile imports needs only Snakemake's own
+# dependencies (tests/test_config.py checks), so that conda users can parse the workflow.
 sys.path.insert(0, str(Path(workflow.basedir)))
 from mammodp.config import (  # noqa: E402
+    CASE_CSVS,
     ConfigError,
     load_experiments,
     select_experiments,
     validate_config,
 )
+from mammodp.provenance import git_commit  # noqa: E402
 
 CONFIG_SOURCE = (
     ", ".join(map(str, workflow.config_settings.configfiles)) or "config/config.yaml"
@@ -38,6 +41,7 @@ shell.prefix(
 )
 
 SEEDS = [int(s) for s in config["seeds"]]
+WORKFLOW_COMMIT = git_commit(workflow.basedir)
 DATA = "results/data"
 GENERATOR = config["synthesis"]["generator"]
 
@@ -59,12 +63,6 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-CASE_CSVS = {
-    "mass_train": "mass_case_description_train_set.csv",
-    "mass_test": "mass_case_description_test_set.csv",
-    "calc_train": "calc_case_description_train_set.csv",
-    "calc_test": "calc_case_description_test_set.csv",
-}
 SOURCE_ROOT = {"phantom": "results/phantom", "tcia": "resources/tcia"}
 
 

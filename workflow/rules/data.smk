@@ -1,6 +1,15 @@
 # Data stage: source -> lesions.csv -> crops + crop index -> split.json + crops.csv.
 
 
+# Downloads run where Snakemake itself runs: cluster compute nodes often have no internet access,
+# and the download slot locks then live on one host.
+localrules:
+    tcia_metadata,
+    tcia_series,
+    tcia_batch,
+    fetch_published,
+
+
 rule phantom:
     output:
         csvs=expand("results/phantom/metadata/{name}", name=CASE_CSVS.values()),
@@ -70,12 +79,15 @@ rule tcia_batch:
         "results/benchmarks/data/tcia_batch/{batch}.tsv"
     conda:
         "../../envs/data.yaml"
+    # Not a param: a politeness setting must not rerun finished downloads (and all downstream).
+    # Not consumed from a pool either: the job itself holds one of this many slot locks.
     resources:
-        tcia_connections=1,
+        tcia_connection_limit=config["data"]["tcia"]["connections"],
     params:
         api_url=config["data"]["tcia"]["api_url"],
     shell:
         "mammodp tcia-batch --api-url {params.api_url} --series {input}"
+        " --connections {resources.tcia_connection_limit}"
         " --batch {wildcards.batch} --root resources/tcia/CBIS-DDSM --out {output} > {log} 2>&1"
 
 

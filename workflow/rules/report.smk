@@ -118,7 +118,8 @@ rule provenance:
         "../../envs/report.yaml"
     params:
         config=as_json(config),
-        repo=workflow.basedir,
+        # A param, so that a new commit reruns this rule and run.json never goes stale.
+        commit=WORKFLOW_COMMIT,
     shell:
-        "mammodp provenance --config {params.config:q} --repo {params.repo:q}"
+        "mammodp provenance --config {params.config:q} --commit {params.commit:q}"
         " --out-dir results/provenance > {log} 2>&1"
