@@ -246,15 +246,8 @@ class _Trainer:
         self.aug.set_state(state["aug"])
         self.noise.set_state(state["noise"])
         torch.set_rng_state(state["torch"])
-        if self._cuda() and state.get("cuda") is not None:
-            if len(state["cuda"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(state["cuda"])
-            else:
-                log.warning(
-                    "saved CUDA RNG states are for %d device(s), this machine has %d: not restored",
-                    len(state["cuda"]),
-                    torch.cuda.device_count(),
-                )
+        if self._cuda():
+            models.restore_cuda_rng(state.get("cuda"))
         self.history, self.best, self.best_state = (
             state["history"],
             state["best"],

@@ -28,7 +28,7 @@ from torch import nn
 
 from .errors import UserError
 from .fileio import atomic_dir, atomic_path, write_csv, write_json
-from .models import data_fingerprint, random_flips
+from .models import data_fingerprint, random_flips, restore_cuda_rng
 
 log = logging.getLogger(__name__)
 
@@ -262,15 +262,8 @@ def train(
         rng.set_state(state["rng"])
         noise.set_state(state["noise"])
         torch.set_rng_state(state["torch_rng"])
-        if cuda and state.get("cuda_rng") is not None:
-            if len(state["cuda_rng"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(state["cuda_rng"])
-            else:
-                log.warning(
-                    "saved CUDA RNG states are for %d device(s), this machine has %d: not restored",
-                    len(state["cuda_rng"]),
-                    torch.cuda.device_count(),
-                )
+        if cuda:
+            restore_cuda_rng(state.get("cuda_rng"))
         if engine is not None:
             engine.accountant.load_state_dict(state["accountant"])
         history, step, start = state["history"], state["step"], state["epoch"] + 1

@@ -207,6 +207,21 @@ def data_fingerprint(*tensors: torch.Tensor, source_sha256: str | None = None) -
     return h.hexdigest()
 
 
+def restore_cuda_rng(states) -> None:
+    """Restore the CUDA RNG states saved with a training state (a resume on another number of
+    devices keeps the current ones, with a warning)."""
+    if states is None:
+        return
+    if len(states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states)
+    else:
+        log.warning(
+            "saved CUDA RNG states are for %d device(s), this machine has %d: not restored",
+            len(states),
+            torch.cuda.device_count(),
+        )
+
+
 def random_flips(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """The study's augmentation: independent horizontal and vertical flips, p = 0.5 each.
     Sequential on purpose: a sample drawn for both gets both."""
