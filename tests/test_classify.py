@@ -151,6 +151,12 @@ def test_pretrained_source_is_really_loaded(tmp_path, tiny_manifest):
     assert src["chosen_epoch"] in (1, 2)
     dst = _job("dst", eps=6.0, head="linear", init="from:src", epochs=2)
     classify.run(dst, tiny_manifest, None, str(tmp_path / "src" / "model.pt"), tmp_path / "dst")
+    privacy = json.loads((tmp_path / "dst" / "privacy.json").read_text())
+    assert privacy["pretrained_from"] == "src" and privacy["source_dp"] is False
+    assert (
+        privacy["synthetic_in_lineage"] is False
+        and "src, whose training was not" in privacy["note"]
+    )
     source_model, _ = models.load_model(tmp_path / "src" / "model.pt")
     tuned, ckpt = models.load_model(tmp_path / "dst" / "model.pt")
     assert ckpt["backbone_source"]["kind"] == "model"
@@ -158,6 +164,27 @@ def test_pretrained_source_is_really_loaded(tmp_path, tiny_manifest):
         assert torch.equal(tuned.backbone.state_dict()[k], v), k  # frozen: the source's backbone
     random_init = models.create_backbone(TINY).state_dict()
     assert any(not torch.equal(random_init[k], v) for k, v in tuned.backbone.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("train_data", "source", "private", "want"),
+    [
+        ("real", None, False, (False, None)),  # no source: nothing synthetic anywhere
+        ("real", {"dp": False, "synthetic_in_training": True}, False, (True, False)),
+        ("real", {"dp": True, "synthetic_in_lineage": True}, True, (True, True)),
+        ("real+synthetic", None, False, (True, False)),
+        ("real", "unknown", False, (None, None)),  # a source model with no privacy.json
+    ],
+)
+def test_privacy_lineage_follows_the_source_model(train_data, source, private, want):
+    init = "backbone" if source is None else "from:src"
+    job = _job("dst", eps=6.0, init=init)
+    job.experiment = classify.Experiment("dst", "-", "x", train_data, "head", "mlp", init, 6.0)
+    job.synthetic_generator_private = private
+    known = None if source == "unknown" else source
+    lineage = classify.privacy_lineage(job.experiment, job, known)
+    assert (lineage["synthetic_in_lineage"], lineage["generator_private"]) == want
+    assert ("NOT trained privately" in lineage["note"]) == (want == (True, False))
 
 
 def test_bookkeeping_clipping_equals_opacus_per_sample_path():

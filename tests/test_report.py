@@ -58,6 +58,9 @@ def _runs(tmp_path):
                 epsilon_final=5.9,
                 chosen_epoch=3,
                 synthetic_in_training=False,
+                pretrained_from=None,
+                source_dp=None,
+                synthetic_in_lineage=False,
                 generator_private=None,
             )
         (d / "privacy.json").write_text(json.dumps(privacy))

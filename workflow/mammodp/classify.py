@@ -699,11 +699,7 @@ def run(
             "experiment": exp.experiment,
             "seed": job.seed,
             "train_data": exp.train_data,
-            "synthetic_in_training": "synthetic" in exp.train_data,
-            "generator_private": bool(job.synthetic_generator_private)
-            if "synthetic" in exp.train_data
-            else None,
-            "note": _privacy_note(exp, job),
+            **privacy_lineage(exp, job, _source_privacy(source_model)),
         }
     )
     best = tr.best
@@ -754,22 +750,57 @@ def run(
     return metrics
 
 
-def _privacy_note(exp: Experiment, job: Job) -> str:
+def _source_privacy(source_model: str | None) -> dict | None:
+    """The source run's privacy.json (beside its model.pt), when there is one."""
+    if not source_model:
+        return None
+    path = Path(source_model).with_name("privacy.json")
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def privacy_lineage(exp: Experiment, job: Job, source: dict | None) -> dict:
+    """What the guarantee covers, over the whole lineage: this run's training set, the synthetic
+    data in it or in its source model's training, and whether that source was private."""
+    synthetic_here = "synthetic" in exp.train_data
+    if exp.source is None:
+        source_dp, synthetic_before = None, False
+    elif source is None:  # a source model from elsewhere: nothing known about its training
+        source_dp, synthetic_before = None, None
+    else:
+        source_dp = bool(source.get("dp"))
+        synthetic_before = bool(
+            source.get("synthetic_in_lineage", source.get("synthetic_in_training"))
+        )
+    lineage = True if synthetic_here or synthetic_before else synthetic_before
+    out = {
+        "synthetic_in_training": synthetic_here,
+        "pretrained_from": exp.source,
+        "source_dp": source_dp,
+        "synthetic_in_lineage": lineage,
+        "generator_private": bool(job.synthetic_generator_private) if lineage else None,
+    }
+    out["note"] = _privacy_note(exp, out)
+    return out
+
+
+def _privacy_note(exp: Experiment, lineage: dict) -> str:
     if exp.dp_epsilon is None:
         return "non-private training"
     note = (
         f"DP-SGD on the head; (epsilon, delta) accounts for the {exp.train_data} training set "
         "as one dataset."
     )
-    if "synthetic" in exp.train_data and not job.synthetic_generator_private:
+    if lineage["synthetic_in_lineage"] and not lineage["generator_private"]:
+        where = "training" if lineage["synthetic_in_training"] else "source model's training"
         note += (
-            " The synthetic data's generator was NOT trained privately: the guarantee does not "
-            "cover the real patients the generator was trained on."
+            f" Synthetic data in the {where} came from a generator NOT trained privately: the "
+            "guarantee does not cover the real patients the generator was trained on."
         )
-    if exp.source:
+    if exp.source and not lineage["source_dp"]:
         note += (
-            f" Initialised from {exp.source}, whose training is not covered by this guarantee "
-            "if it used real data without DP."
+            f" Initialised from {exp.source}, whose training "
+            + ("was not private" if lineage["source_dp"] is False else "is not known here")
+            + ": the guarantee does not cover the data it was trained on."
         )
     return note
 

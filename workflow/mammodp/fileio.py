@@ -92,7 +92,8 @@ def read_csv(path: str | os.PathLike, required: list[str] | None = None, **kw) -
         if missing:
             raise UserError(
                 f"{path}: missing column(s) {missing}; found {list(df.columns)}. "
-                "Regenerate the file or fix its header."
+                "Fix its header, or regenerate it (a file written by an older version of this "
+                "workflow: snakemake --forcerun <the rule that writes it>)."
             )
     return df
 

@@ -207,6 +207,9 @@ PRIVACY_COLUMNS = [
     "chosen_epoch",
     "chosen_in_window",
     "synthetic_in_training",
+    "pretrained_from",
+    "source_dp",
+    "synthetic_in_lineage",
     "generator_private",
 ]
 
