@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from .conftest import REPO, tiny_config
+from .test_dicomio import _with_junk_compressed_pixels
 from .test_workflow import snakemake
 
 pytestmark = pytest.mark.workflow
@@ -78,11 +79,7 @@ def truncated_dicom(work):
 
 def compressed_dicom(work):
     f = _dicoms(work, "full mammogram")[0]
-    ds = pydicom.dcmread(f)
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.80"  # JPEG-LS: no decoder installed
-    ds.PixelData = pydicom.encaps.encapsulate([b"\xff\x4f\xff\x51" + b"\0" * 32])
-    ds["PixelData"].VR = "OB"
-    ds.save_as(f, enforce_file_format=True)
+    _with_junk_compressed_pixels(f, "1.2.840.10008.1.2.4.80", f)  # JPEG-LS: no decoder installed
 
 
 def monochrome1(work):

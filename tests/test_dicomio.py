@@ -55,15 +55,20 @@ def test_compressed_pixel_data_is_decoded_or_rejected_clearly(tmp_path):
     ds.save_as(tmp_path / "rle.dcm")
     assert np.array_equal(dicomio.read_pixels(tmp_path / "rle.dcm"), arr)
     # JPEG-LS needs a plugin that is not installed: a clear error that names the fix.
-    ds = pydicom.dcmread(tmp_path / "a.dcm")
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.80"
-    ds.PixelData = pydicom.encaps.encapsulate([b"\xff\x4f\xff\x51" + b"\0" * 32])
-    ds["PixelData"].VR = "OB"
-    ds.save_as(tmp_path / "j2k.dcm", enforce_file_format=True)
+    _with_junk_compressed_pixels(tmp_path / "a.dcm", "1.2.840.10008.1.2.4.80", tmp_path / "j2k.dcm")
     with pytest.raises(
         UserError, match=r"j2k.dcm: pixel data uses the compressed transfer syntax.*pylibjpeg"
     ):
         dicomio.read_pixels(tmp_path / "j2k.dcm")
+
+
+def _with_junk_compressed_pixels(src, transfer_syntax: str, out) -> None:
+    """A copy of ``src`` whose pixel data is one undecodable fragment in ``transfer_syntax``."""
+    ds = pydicom.dcmread(src)
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.PixelData = pydicom.encaps.encapsulate([b"\xff\x4f\xff\x51" + b"\0" * 32])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(out, enforce_file_format=True)
 
 
 def test_minmax_to_uint8():
@@ -74,11 +79,8 @@ def test_minmax_to_uint8():
 
 def test_corrupt_compressed_data_with_an_available_decoder(tmp_path):
     _write(tmp_path / "a.dcm", np.zeros((64, 64), np.uint16))
-    ds = pydicom.dcmread(tmp_path / "a.dcm")
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"  # JPEG 2000: Pillow decodes it
-    ds.PixelData = pydicom.encaps.encapsulate([b"\xff\x4f\xff\x51" + b"\0" * 32])
-    ds["PixelData"].VR = "OB"
-    ds.save_as(tmp_path / "bad.dcm", enforce_file_format=True)
+    # JPEG 2000: Pillow decodes it
+    _with_junk_compressed_pixels(tmp_path / "a.dcm", "1.2.840.10008.1.2.4.90", tmp_path / "bad.dcm")
     with pytest.raises(
         UserError, match=r"bad.dcm: pixel data compressed with .* cannot be decoded"
     ):

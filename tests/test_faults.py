@@ -17,19 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from mammodp import classify, mcgan, models
+from mammodp import classify, mcgan
 
 from .conftest import REPO, tiny_config
-from .test_workflow import snakemake
+from .test_models import TINY
+from .test_workflow import snakemake, snakemake_cmd
 
 pytestmark = pytest.mark.faults
-
-TINY_MODEL = models.ModelSpec(
-    pretrained="none",
-    input_size=32,
-    drop_path_rate=0.0,
-    overrides={"embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2], "window_size": 4},
-)
 
 
 def _cli(*args, **kw):
@@ -68,7 +62,7 @@ def test_sigkill_of_a_dp_classifier_job_then_rerun_gives_the_same_result(tmp_pat
     job = {
         "experiment": asdict(exp),
         "seed": 3,
-        "model": asdict(TINY_MODEL),
+        "model": asdict(TINY),
         "train": asdict(
             classify.TrainSpec(epochs=60, batch_size=16, lr=1e-3, checkpoint_every=1, bootstrap=100)
         ),
@@ -145,19 +139,7 @@ def test_snakemake_reruns_a_job_killed_mid_way(tmp_path, write_config):
     config = tiny_config()
     config["classifier"]["train"].update(epochs=40, checkpoint_every=1)
     cfg = write_config(config)
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "workflow" / "Snakefile"),
-        "-d",
-        str(work),
-        "--configfile",
-        str(cfg),
-        "--cores",
-        "1",
-    ]
+    cmd = snakemake_cmd(work, "--configfile", str(cfg), "--cores", "1")
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )

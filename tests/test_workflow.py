@@ -15,19 +15,18 @@ import pytest
 
 from .conftest import REPO, tiny_config
 
+SNAKEFILE = REPO / "workflow" / "Snakefile"
 
-def snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+
+def snakemake_cmd(workdir: Path, *args: str, snakefile: Path = SNAKEFILE) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir), *args]
+
+
+def snakemake(
+    workdir: Path, *args: str, timeout: int = 1800, snakefile: Path = SNAKEFILE
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "workflow" / "Snakefile"),
-        "-d",
-        str(workdir),
-        *args,
-    ]
+    cmd = snakemake_cmd(workdir, *args, snakefile=snakefile)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
@@ -299,9 +298,8 @@ def test_a_new_commit_reruns_provenance(tmp_path, write_config):
     target = "results/provenance/run.json"
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "workflow" / "Snakefile")]
-        cmd += ["-d", str(work), "--configfile", str(cfg), "--cores", "1", *args, target]
-        return subprocess.run(cmd, capture_output=True, text=True)
+        args = ("--configfile", str(cfg), "--cores", "1", *args, target)
+        return snakemake(work, *args, snakefile=repo / "workflow" / "Snakefile")
 
     assert run().returncode == 0
     assert json.loads((work / target).read_text())["git_commit"] == head()

@@ -25,6 +25,7 @@ import torch  # noqa: E402
 
 from mammodp import classify, models  # noqa: E402
 from mammodp.processed import import_processed  # noqa: E402
+from mammodp.split import apply_split  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "mammo_dp" / "dataset16062024"
 
@@ -52,8 +53,7 @@ def main(argv=None) -> dict:
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else _cpu_name()
     spec = models.ModelSpec.from_dict({"pretrained": "none", **json.loads(a.model)})
     index, split = import_processed(a.data)
-    where = {pid: s for s, ids in split.items() for pid in ids}
-    index["split"] = index["patient_id"].map(where)
+    index = apply_split(index, split, str(a.data))
     train = index[(index["split"] == "train") & (index["dataset"] == "cbis-ddsm")]
     val = index[(index["split"] == "val") & (index["dataset"] == "cbis-ddsm")]
     if a.limit:

@@ -202,9 +202,6 @@ class _Trainer:
     def state_file(self) -> Path:
         return self.state_dir / "state.pt"
 
-    def _cuda(self) -> bool:
-        return self.job.device.startswith("cuda") and torch.cuda.is_available()
-
     def save(self, epoch: int, optimizer) -> None:
         state = {
             "key": self.job.key(),
@@ -216,7 +213,7 @@ class _Trainer:
             "aug": self.aug.get_state(),
             "noise": self.noise.get_state(),
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if self._cuda() else None,
+            "cuda": torch.cuda.get_rng_state_all() if models.on_cuda(self.job.device) else None,
             "history": self.history,
             "best": self.best,
             "best_state": self.best_state,
@@ -228,17 +225,14 @@ class _Trainer:
 
     def resume(self, optimizer) -> int:
         """Load a saved state of this very job; return the first epoch still to run."""
-        if not self.state_file().exists():
-            return 1
-        state = torch.load(self.state_file(), map_location="cpu", weights_only=False)
-        if state["key"] != self.job.key():
-            log.info("saved training state is for other settings: starting afresh")
-            return 1
-        if state.get("data") != self.data:
-            log.info(
-                "saved training state is for other data (training/validation tensors, labels "
-                "or source model differ): starting afresh"
-            )
+        state = models.load_training_state(
+            self.state_file(),
+            self.job.key(),
+            self.data,
+            "data (training/validation tensors, labels or source model differ)",
+            log,
+        )
+        if state is None:
             return 1
         self.module.load_state_dict(state["module"])
         optimizer.load_state_dict(state["optimizer"])
@@ -246,7 +240,7 @@ class _Trainer:
         self.aug.set_state(state["aug"])
         self.noise.set_state(state["noise"])
         torch.set_rng_state(state["torch"])
-        if self._cuda():
+        if models.on_cuda(self.job.device):
             models.restore_cuda_rng(state.get("cuda"))
         self.history, self.best, self.best_state = (
             state["history"],
@@ -771,7 +765,7 @@ def privacy_lineage(exp: Experiment, job: Job, source: dict | None) -> dict:
         synthetic_before = bool(
             source.get("synthetic_in_lineage", source.get("synthetic_in_training"))
         )
-    lineage = True if synthetic_here or synthetic_before else synthetic_before
+    lineage = synthetic_here or synthetic_before  # None: unknown (a source from elsewhere)
     out = {
         "synthetic_in_training": synthetic_here,
         "pretrained_from": exp.source,

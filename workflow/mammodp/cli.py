@@ -264,11 +264,11 @@ def cmd_backbone_features(a):
     device = resolve_device(a.device)
     images = read_csv(a.images, required=["path"])
     paths = sorted(set(images["path"]))
-    if a.source_model:
-        backbone = models.load_backbone(a.source_model)
-    else:
-        backbone = models.create_backbone(models.ModelSpec.from_dict(json.loads(a.model)))
-    size = json.loads(a.model)["input_size"]
+    spec = models.ModelSpec.from_dict(json.loads(a.model))
+    backbone = (
+        models.load_backbone(a.source_model) if a.source_model else models.create_backbone(spec)
+    )
+    size = spec.input_size
     feats = []
     for start in range(0, len(paths), 512):  # bounded memory: images are loaded in chunks
         x = models.load_images(paths[start : start + 512], size)

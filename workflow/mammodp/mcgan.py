@@ -28,7 +28,13 @@ from torch import nn
 
 from .errors import UserError
 from .fileio import atomic_dir, atomic_path, write_csv, write_json
-from .models import data_fingerprint, random_flips, restore_cuda_rng
+from .models import (
+    data_fingerprint,
+    load_training_state,
+    on_cuda,
+    random_flips,
+    restore_cuda_rng,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,32 +172,6 @@ def _spec_key(spec: GanSpec, dp: GanDPSpec, n: int, device: str) -> str:
     )
 
 
-def _is_cuda(device: str) -> bool:
-    return torch.device(device).type == "cuda" and torch.cuda.is_available()
-
-
-def _load_state(state_file: Path, key: str, data: str) -> dict | None:
-    """The saved state if it belongs to these settings and this data; else None (logged)."""
-    if not state_file.exists():
-        return None
-    try:
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
-    except Exception as e:  # an unreadable state is not worth failing over: train afresh
-        log.warning("cannot read training state %s (%s): starting afresh", state_file, e)
-        return None
-    if not isinstance(state, dict) or state.get("key") != key:
-        log.info("training state in %s is for other settings: starting afresh", state_file.parent)
-        return None
-    if state.get("data") != data:
-        log.info(
-            "training state in %s is for other training data (images or labels differ): "
-            "starting afresh",
-            state_file.parent,
-        )
-        return None
-    return state
-
-
 def _real_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """BCE against smoothed targets that may exceed 1 (the study's U(0.7, 1.2)): the BCE
     formula itself, which torch's BCELoss refuses for targets above one."""
@@ -251,9 +231,11 @@ def train(
     step, start = 0, 1
     key = _spec_key(spec, dp, n, device)
     data = data_fingerprint(images, labels)
-    cuda = _is_cuda(device)
+    cuda = on_cuda(device)
     state_file = state_dir / "state.pt"
-    state = _load_state(state_file, key, data)
+    state = load_training_state(
+        state_file, key, data, "training data (images or labels differ)", log
+    )
     if state is not None:
         g.load_state_dict(state["g"])
         d.load_state_dict(state["d"])

@@ -207,6 +207,33 @@ def data_fingerprint(*tensors: torch.Tensor, source_sha256: str | None = None) -
     return h.hexdigest()
 
 
+def on_cuda(device: str) -> bool:
+    """Does a job on ``device`` run on a GPU (so its CUDA RNG states belong in its state)?"""
+    return torch.device(device).type == "cuda" and torch.cuda.is_available()
+
+
+def load_training_state(
+    state_file: Path, key: str, data: str, data_desc: str, logger: logging.Logger = log
+) -> dict | None:
+    """A saved training state, if it belongs to these settings (``key``) and this data (a
+    ``data_fingerprint``); else None, with a line in the trainer's ``logger`` saying why (the
+    job starts afresh)."""
+    if not state_file.exists():
+        return None
+    try:
+        state = torch.load(state_file, map_location="cpu", weights_only=False)
+    except Exception as e:  # an unreadable state is not worth failing over: train afresh
+        logger.warning("cannot read training state %s (%s): starting afresh", state_file, e)
+        return None
+    if not isinstance(state, dict) or state.get("key") != key:
+        logger.info("saved training state in %s is for other settings: starting afresh", state_file)
+        return None
+    if state.get("data") != data:
+        logger.info("saved training state is for other %s: starting afresh", data_desc)
+        return None
+    return state
+
+
 def restore_cuda_rng(states) -> None:
     """Restore the CUDA RNG states saved with a training state (a resume on another number of
     devices keeps the current ones, with a warning)."""

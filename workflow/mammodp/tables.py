@@ -92,6 +92,19 @@ def _present_sets(df: pd.DataFrame) -> list[str]:
     return [ts for ts in TEST_SETS if df[[f"{ts}_{m}_n" for m in TABLE_METRICS]].to_numpy().sum()]
 
 
+def _row_cells(r: dict, sets: list[str]) -> list[str]:
+    """One experiment's cells, the same in the Markdown and the LaTeX table."""
+    cells = [
+        r["experiment"],
+        r["paper_id"],
+        _eps(r["dp_epsilon"]),
+        f"{r['seeds_finished']}/{r['seeds_planned']}",
+    ]
+    return cells + [
+        _cell(r[f"{ts}_{m}_mean"], r[f"{ts}_{m}_std"]) for ts in sets for m in TABLE_METRICS
+    ]
+
+
 def main_markdown(df: pd.DataFrame) -> str:
     sets = _present_sets(df) or ["cbis-ddsm"]
     head = ["Experiment", "Paper", "ε", "Seeds"] + [
@@ -103,15 +116,7 @@ def main_markdown(df: pd.DataFrame) -> str:
         if r["group"] != group:
             group = r["group"]
             lines.append(f"| **{GROUP_TITLE[group]}** |" + " |" * (len(head) - 1))
-        cells = [
-            r["experiment"],
-            r["paper_id"],
-            _eps(r["dp_epsilon"]),
-            f"{r['seeds_finished']}/{r['seeds_planned']}",
-        ]
-        cells += [
-            _cell(r[f"{ts}_{m}_mean"], r[f"{ts}_{m}_std"]) for ts in sets for m in TABLE_METRICS
-        ]
+        cells = _row_cells(r, sets)
         lines.append("| " + " | ".join(cells) + " |")
     note = (
         "\nMean ± population standard deviation over the seeds that finished (Seeds column); "
@@ -129,7 +134,6 @@ def _tex_escape(s: str) -> str:
         ("#", r"\#"),
         ("±", r"$\pm$"),
         ("–", "--"),
-        ("+", "+"),
     ):
         s = s.replace(a, b)
     return s
@@ -170,15 +174,7 @@ def main_latex(df: pd.DataFrame) -> str:
             out.append(
                 rf"\multicolumn{{{ncol}}}{{l}}{{\textit{{{_tex_escape(GROUP_TITLE[group])}}}}} \\"
             )
-        cells = [
-            r["experiment"],
-            r["paper_id"],
-            _eps(r["dp_epsilon"]),
-            f"{r['seeds_finished']}/{r['seeds_planned']}",
-        ]
-        cells += [
-            _cell(r[f"{ts}_{m}_mean"], r[f"{ts}_{m}_std"]) for ts in sets for m in TABLE_METRICS
-        ]
+        cells = _row_cells(r, sets)
         out.append(" & ".join(_tex_escape(str(c)) for c in cells) + r" \\")
     out += [
         r"\bottomrule",

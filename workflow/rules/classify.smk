@@ -49,11 +49,7 @@ rule classify:
         job=job_json,
         synthetic=lambda wc, input: optional_flag(input, "synthetic", "--synthetic"),
         source=lambda wc, input: optional_flag(input, "source_model", "--source-model"),
-        features=lambda wc, input: (
-            "--features " + " ".join(input.features)
-            if "features" in input.keys()
-            else ""
-        ),
+        features=lambda wc, input: optional_flag(input, "features", "--features"),
         out_dir=lambda wc: run_dir(wc.experiment, wc.seed),
     shell:
         "mammodp classify --job {params.job:q} --manifest {input.manifest}"

@@ -41,7 +41,6 @@ shell.prefix(
 )
 
 SEEDS = [int(s) for s in config["seeds"]]
-WORKFLOW_COMMIT = git_commit(workflow.basedir)
 DATA = "results/data"
 GENERATOR = config["synthesis"]["generator"]
 

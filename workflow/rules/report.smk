@@ -119,7 +119,8 @@ rule provenance:
     params:
         config=as_json(config),
         # A param, so that a new commit reruns this rule and run.json never goes stale.
-        commit=WORKFLOW_COMMIT,
+        # Read when the job is planned, not at every parse (SLURM jobs parse the workflow too).
+        commit=lambda wc: git_commit(workflow.basedir),
     shell:
         "mammodp provenance --config {params.config:q} --commit {params.commit:q}"
         " --out-dir results/provenance > {log} 2>&1"
