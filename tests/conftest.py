@@ -18,6 +18,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SHARED = REPO.parent / "shared" / "data"
+# Crops per (dataset, split) of the study's published dataset16062024 (its README).
+PUBLISHED_COUNTS = {
+    ("bcdr", "test"): 1106,
+    ("cbis-ddsm", "test"): 402,
+    ("cbis-ddsm", "train"): 1104,
+    ("cbis-ddsm", "val"): 192,
+}
 
 
 @pytest.fixture(scope="session")

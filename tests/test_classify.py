@@ -10,16 +10,17 @@ import pytest
 import torch
 
 from mammodp import classify, models
+from mammodp.errors import UserError
 
-from .test_models import TINY
+from .test_models import TINY, TV_TINY, drop_rates
 
 
-def _job(name, eps=None, trained="head", head="mlp", init="backbone", epochs=3, seed=1):
+def _job(name, eps=None, trained="head", head="mlp", init="backbone", epochs=3, seed=1, model=TINY):
     exp = classify.Experiment(name, "-", "real", "real", trained, head, init, eps)
     return classify.Job(
         exp,
         seed,
-        TINY,
+        model,
         classify.TrainSpec(epochs=epochs, batch_size=16, lr=1e-3),
         classify.DPSpec(),
     )
@@ -481,3 +482,205 @@ def test_cuda_rng_state_is_saved_and_restored_on_cuda_only(tmp_path, monkeypatch
         assert restored == []
     else:
         assert len(restored) == 1 and torch.equal(restored[0][0], cuda_states[0])
+
+
+# ----------------------------------------------------------------------------- torchvision swin_t
+
+
+def _spy_train_head(monkeypatch, stop=False):
+    """Record what run() hands to train_head (the head's initial weights, the backbone of the
+    faithful loop); with ``stop`` end the run there."""
+    seen = {}
+    real = classify.train_head
+
+    def spy(job, head, *args, **kwargs):
+        seen["head"] = {k: v.clone() for k, v in head.state_dict().items()}
+        seen["backbone"] = args[5] if len(args) > 5 else kwargs.get("backbone")
+        if stop:
+            raise StopIteration("seen")
+        return real(job, head, *args, **kwargs)
+
+    monkeypatch.setattr(classify, "train_head", spy)
+    return seen
+
+
+def test_reduced_torchvision_swin_end_to_end_and_a_backbone_init(tmp_path, tiny_manifest):
+    """dbr15 -> dbr155 in small: a reduced torchvision Swin trained fully with a linear head,
+    then its backbone, frozen, under a new MLP head with DP (other head type: allowed)."""
+    src = classify.run(
+        _job("src", trained="all", head="linear", epochs=2, model=TV_TINY),
+        tiny_manifest,
+        None,
+        None,
+        tmp_path / "src",
+    )
+    assert set(src["test"]) == {"cbis-ddsm", "bcdr"} and src["chosen_epoch"] in (1, 2)
+    src_model = str(tmp_path / "src" / "model.pt")
+    dst = _job("dst", eps=6.0, head="mlp", init="backbone:src", epochs=2, model=TV_TINY)
+    a = classify.run(dst, tiny_manifest, None, src_model, tmp_path / "a")
+    # The workflow's way: the source backbone's features computed once (backbone_features rule).
+    paths = sorted(tiny_manifest["path"])
+    feats = models.backbone_features(
+        models.load_backbone(src_model), models.load_images(paths, TV_TINY.input_size)
+    )
+    torch.save(
+        {"paths": paths, "features": feats, "variants": list(models.FLIPS)}, tmp_path / "f.pt"
+    )
+    b = classify.run(dst, tiny_manifest, None, src_model, tmp_path / "b", [str(tmp_path / "f.pt")])
+    assert a["test"] == b["test"]
+    tuned, ckpt = models.load_model(tmp_path / "a" / "model.pt")
+    assert ckpt["head_type"] == "mlp" and ckpt["backbone"] is None
+    assert ckpt["backbone_source"]["path"] == src_model
+    privacy = json.loads((tmp_path / "a" / "privacy.json").read_text())
+    assert privacy["pretrained_from"] == "src" and privacy["source_loaded"] == "backbone"
+    assert privacy["source_dp"] is False
+    assert "Backbone from src, whose training was not private (real crops)" in privacy["note"]
+
+
+def test_backbone_init_has_the_source_backbone_and_a_fresh_head(
+    tmp_path, tiny_manifest, monkeypatch
+):
+    classify.run(
+        _job("src", trained="all", head="mlp", epochs=1), tiny_manifest, None, None, tmp_path / "s"
+    )
+    src_model = str(tmp_path / "s" / "model.pt")
+    seen = _spy_train_head(monkeypatch)
+    job = _job("dst", eps=6.0, head="mlp", init="backbone:src", epochs=1, seed=3)
+    classify.run(job, tiny_manifest, None, src_model, tmp_path / "d")
+    source, src_ckpt = models.load_model(src_model)
+    torch.manual_seed(3)  # the run's seed
+    fresh = models.make_head("mlp", 32).state_dict()
+    for k, v in fresh.items():
+        assert torch.equal(seen["head"][k], v), k  # a new head, seeded by the run's seed
+    assert not all(torch.equal(seen["head"][k], src_ckpt["head"][k]) for k in fresh)
+    tuned, _ = models.load_model(tmp_path / "d" / "model.pt")
+    for k, v in source.backbone.state_dict().items():
+        assert torch.equal(tuned.backbone.state_dict()[k], v), k
+    # from: with the same source loads its head instead; with another head type it refuses.
+    classify.run(
+        _job("dst", eps=6.0, init="from:src", epochs=1, seed=3),
+        tiny_manifest,
+        None,
+        src_model,
+        tmp_path / "f",
+    )
+    for k, v in src_ckpt["head"].items():
+        assert torch.equal(seen["head"][k], v), k
+    with pytest.raises(UserError, match="use init backbone:src for a new head"):
+        classify.run(
+            _job("dst", eps=6.0, head="linear", init="from:src", epochs=1),
+            tiny_manifest,
+            None,
+            src_model,
+            tmp_path / "g",
+        )
+
+
+def test_faithful_swin_t_runs_its_frozen_backbone_with_stochastic_depth_0_2(
+    tmp_path, tiny_manifest, monkeypatch
+):
+    """train.faithful with drop_path_rate null: the study's loop sees swin_t's own 0.2 (last
+    block), for a pretrained backbone and for one loaded from a source model."""
+    import dataclasses
+
+    # A source trained with drop_path_rate 0.5: the faithful job's own setting (null) wins.
+    src = _job("src", trained="all", head="linear", epochs=1, model=TV_TINY)
+    src.model = dataclasses.replace(TV_TINY, drop_path_rate=0.5)
+    classify.run(src, tiny_manifest, None, None, tmp_path / "s")
+    seen = _spy_train_head(monkeypatch, stop=True)
+    swin_t = models.ModelSpec(arch="swin_t", pretrained="none")
+    job = _job("f", eps=6.0, model=swin_t)
+    job.train = dataclasses.replace(job.train, faithful=True)
+    with pytest.raises(StopIteration):
+        classify.run(job, tiny_manifest, None, None, tmp_path / "f")
+    rates = drop_rates(seen["backbone"])
+    assert len(rates) == 12 and rates[-1] == 0.2 and rates == sorted(rates)
+    for init in ("backbone:src", "from:src"):
+        job = _job("f", eps=6.0, head="linear", init=init, model=TV_TINY)
+        job.train = dataclasses.replace(job.train, faithful=True)
+        with pytest.raises(StopIteration):
+            classify.run(job, tiny_manifest, None, str(tmp_path / "s" / "model.pt"), tmp_path / "g")
+        assert drop_rates(seen["backbone"]) == [0.0, 0.2], init
+
+
+def test_backbone_lineage_follows_frozen_sources_to_the_run_that_trained_the_backbone(tmp_path):
+    """backbone:<x> takes x's backbone only: its privacy lineage is that of the run that trained
+    the backbone (x itself, or x's own source when x is frozen), or none for pretrained weights."""
+    from mammodp.fileio import sha256_file
+
+    def save(name, trained, source):
+        d = tmp_path / name
+        d.mkdir()
+        model = models.Classifier(models.create_backbone(TV_TINY), models.make_head("mlp", 32))
+        models.save_checkpoint(
+            d / "model.pt",
+            spec=TV_TINY,
+            head_type="mlp",
+            model=model,
+            backbone_trained=trained,
+            backbone_source=source,
+        )
+        return str(d / "model.pt")
+
+    def ref(path):
+        return {"kind": "model", "path": path, "sha256": sha256_file(path)}
+
+    full = save("full", True, {"kind": "pretrained"})  # dbr15: synthetic crops, non-private
+    (tmp_path / "full" / "privacy.json").write_text(
+        json.dumps(
+            {
+                "experiment": "full",
+                "dp": False,
+                "train_data": "synthetic",
+                "synthetic_in_training": True,
+                "synthetic_in_lineage": True,
+            }
+        )
+    )
+    frozen_on_full = save("frozen_on_full", False, ref(full))
+    (tmp_path / "frozen_on_full" / "privacy.json").write_text(
+        json.dumps(
+            {
+                "experiment": "frozen_on_full",
+                "dp": True,
+                "train_data": "real",
+                "synthetic_in_training": False,
+                "synthetic_in_lineage": True,
+            }
+        )
+    )
+    frozen_on_imagenet = save("frozen_on_imagenet", False, {"kind": "pretrained"})
+    (tmp_path / "frozen_on_imagenet" / "privacy.json").write_text(
+        json.dumps(
+            {
+                "experiment": "frozen_on_imagenet",
+                "dp": False,
+                "train_data": "synthetic",
+                "synthetic_in_training": True,
+                "synthetic_in_lineage": True,
+            }
+        )
+    )
+
+    def lineage(init, path):
+        exp = classify.Experiment("dst", "dbr155", "x", "real", "head", "mlp", init, 6.0)
+        job = _job("dst", eps=6.0)
+        return classify.privacy_lineage(exp, job, classify._source_privacy(exp, path))
+
+    dbr155 = lineage("backbone:full", full)
+    assert (dbr155["source_dp"], dbr155["synthetic_in_lineage"]) == (False, True)
+    assert dbr155["generator_private"] is False and "NOT trained privately" in dbr155["note"]
+    assert "Backbone from full, whose training was not private (synthetic crops)" in dbr155["note"]
+    chained = lineage("backbone:frozen_on_full", frozen_on_full)
+    assert chained["source_dp"] is False  # full's training, not frozen_on_full's DP head
+    assert (
+        "Backbone from frozen_on_full (trained in full), whose training was not" in chained["note"]
+    )
+    imagenet = lineage("backbone:frozen_on_imagenet", frozen_on_imagenet)
+    assert (imagenet["source_dp"], imagenet["synthetic_in_lineage"]) == (None, False)
+    assert "the configured backbone, passed on unchanged by frozen sources" in imagenet["note"]
+    assert "NOT trained privately" not in imagenet["note"]
+    # from: the source's head came along: its own training counts (its synthetic crops).
+    whole = lineage("from:frozen_on_imagenet", frozen_on_imagenet)
+    assert (whole["source_dp"], whole["synthetic_in_lineage"]) == (False, True)
+    assert whole["source_loaded"] == "model" and imagenet["source_loaded"] == "backbone"

@@ -12,7 +12,9 @@ from mammodp.config import ConfigError, load_experiments, select_experiments, va
 from .conftest import REPO, demo_config
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "processed.yaml"])
+@pytest.mark.parametrize(
+    "name", ["config.yaml", "paper.yaml", "paper-published.yaml", "processed.yaml"]
+)
 def test_shipped_configs_are_valid(name):
     validate_config(yaml.safe_load((REPO / "config" / name).read_text()), name)
 
@@ -26,6 +28,18 @@ def test_shipped_configs_are_valid(name):
             r"data.source = 'dropbox' is not allowed; "
             r"allowed values: \['phantom', 'processed', 'tcia'\]",
         ),
+        (
+            "data.crop.framing",
+            "middle",
+            r"data.crop.framing = 'middle' is not allowed; allowed values: \['study', 'centred'\]",
+        ),
+        (
+            "data.lesions.contours",
+            "all",
+            r"data.lesions.contours = 'all' is not allowed; allowed values: \['study', 'outer'\]",
+        ),
+        ("data.bcdr.intensity", "raw", r"allowed values: \['as_is', 'minmax'\]"),
+        ("data.crop.zoom_spread", -0.1, r"data.crop.zoom_spread = -0.1 is out of range"),
         ("classifier.dp.delta", 1.5, r"classifier.dp.delta = 1.5 is out of range; it must be < 1"),
         (
             "classifier.train.epochs",
@@ -33,6 +47,13 @@ def test_shipped_configs_are_valid(name):
             r"classifier.train.epochs = 'many' has the wrong type; expected integer",
         ),
         ("classifier.model.pretrained", "yes", r"allowed values: \['imagenet', 'none'\]"),
+        (
+            "classifier.model.drop_path_rate",
+            "high",
+            r"drop_path_rate = 'high' has the wrong type; expected \['number', 'null'\] "
+            r"\(Stochastic depth .*null, the architecture's default",
+        ),
+        ("classifier.model.drop_path_rate", 1.5, r"drop_path_rate = 1.5 is out of range"),
         ("seeds", [], r"seeds: \[\] should be non-empty"),
         (
             "device",
@@ -62,16 +83,35 @@ def test_unknown_key_lists_the_allowed_ones():
 def test_experiment_table():
     table = load_experiments(REPO / "config" / "experiments.tsv")
     paper = select_experiments(table, "paper")
-    assert len(paper) == 24 and len(table) == 25
+    assert len(paper) == 25 and len(table) == 26
     assert {table[e].paper_id for e in paper} >= {
         "dbr0",
         "dbr15",
+        "dbr155",
         "dbr156",
         "dbr3",
         "dbr5",
         "dbr11",
     }
     assert table["synpre_real_frozen_dp_eps6"].source == "syn_full_nodp"
+    dbr155 = table["synbackbone_real_frozen_dp_eps6"]
+    assert (dbr155.paper_id, dbr155.source, dbr155.loads_source_head) == (
+        "dbr155",
+        "syn_full_nodp",
+        False,
+    )
+    assert (dbr155.head, table["syn_full_nodp"].head, dbr155.trained) == ("mlp", "linear", "head")
+    assert (dbr155.dp_epsilon, dbr155.train_data, dbr155.group) == (
+        6,
+        "real",
+        "synthetic-pretrained",
+    )
+    order = list(table)
+    assert (
+        order.index("synbackbone_real_frozen_dp_eps6")
+        == order.index("synpre_real_frozen_dp_eps60") + 1
+    )
+    assert table["synpre_real_frozen_dp_eps6"].loads_source_head
     assert table["synfrozen_to_real_dp_eps6"].source == "syn_frozen_nodp"
     assert table["synfrozendp60_to_real_dp_eps6"].source == "syn_frozen_dp_eps60"
     assert table["realdp6_to_syn_frozen_nodp"].source == "real_frozen_dp_eps6"
@@ -106,6 +146,49 @@ def test_table_errors(tmp_path):
         load_experiments(_table(tmp_path, [ok[:4] + ["all"] + ok[5:]]))
 
 
+def _row(name, head="mlp", init="backbone", trained="head", eps="6"):
+    return [name, "-", "real", "real", trained, head, init, eps, ""]
+
+
+def test_backbone_init(tmp_path):
+    """backbone:<x>: x's backbone under a new head; any head type; x may itself be frozen (it
+    passes on the backbone it was given); unknown sources and cycles are refused as for from:."""
+    table = load_experiments(
+        _table(
+            tmp_path,
+            [
+                _row("full", head="linear", trained="all", eps="none"),
+                _row("new_head", init="backbone:full"),
+                _row("same_head", head="linear", init="backbone:full"),
+                _row("chain", head="linear", init="backbone:new_head"),
+                _row("whole", head="mlp", init="from:new_head"),
+            ],
+        )
+    )
+    assert [table[e].source for e in table] == [None, "full", "full", "new_head", "new_head"]
+    assert [table[e].loads_source_head for e in table] == [False, False, False, False, True]
+    with pytest.raises(ConfigError, match=r"new starts from unknown experiment 'zz'"):
+        load_experiments(_table(tmp_path, [_row("new", init="backbone:zz")]))
+    with pytest.raises(ConfigError, match=r"pretraining cycle a -> b -> a"):
+        load_experiments(_table(tmp_path, [_row("a", init="backbone:b"), _row("b", init="from:a")]))
+    with pytest.raises(ConfigError, match=r"pretraining cycle a -> a"):
+        load_experiments(_table(tmp_path, [_row("a", init="backbone:a")]))
+    # from: keeps the source's head, so the types must match; the error points to backbone:.
+    with pytest.raises(ConfigError, match=r"init backbone:full takes only its backbone"):
+        load_experiments(
+            _table(
+                tmp_path,
+                [
+                    _row("full", head="linear", trained="all", eps="none"),
+                    _row("x", init="from:full"),
+                ],
+            )
+        )
+    for bad in ("backbone:", "backbone:Full", "head:full", "from:a:b"):
+        with pytest.raises(ConfigError, match=r"line 2: init: .* does not match"):
+            load_experiments(_table(tmp_path, [_row("x", init=bad)]))
+
+
 def test_parsing_the_workflow_needs_only_snakemakes_dependencies(repo):
     """What common.smk imports loads no pandas, numpy, torch or OpenCV (not in Snakemake's env)."""
     import subprocess
@@ -113,7 +196,7 @@ def test_parsing_the_workflow_needs_only_snakemakes_dependencies(repo):
 
     code = (
         "import sys; sys.path.insert(0, 'workflow'); "
-        "import mammodp.config, mammodp.provenance; "
+        "import mammodp.config, mammodp.provenance, mammodp.labels; "
         "print(sorted({'pandas', 'numpy', 'torch', 'cv2', 'pydicom'} & set(sys.modules)))"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)

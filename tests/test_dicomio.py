@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pydicom
 import pytest
@@ -75,6 +76,25 @@ def test_minmax_to_uint8():
     out = dicomio.to_uint8_minmax(np.array([[1000, 3000], [2000, 1000]], np.uint16))
     assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
     assert dicomio.to_uint8_minmax(np.full((2, 2), 7, np.uint16)).max() == 0
+
+
+def test_minmax_rounds_as_the_originals_cv2_normalize():
+    """The original's convert_to_uint8 is cv2.normalize(NORM_MINMAX, CV_8U). Exact .5 ties round
+    as OpenCV's float arithmetic does, not as numpy's rint: (3210 - 2682) x 255 / 1056 = 127.5
+    gives 127, where rint gives 128."""
+    tie = np.array([[2682, 3210, 3738]], np.uint16)
+    assert dicomio.to_uint8_minmax(tie).tolist() == [[0, 127, 255]]
+    naive = np.rint((tie.astype(np.float32) - 2682) * np.float32(255 / 1056)).astype(np.uint8)
+    assert naive[0, 1] == 128
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        lo = int(rng.integers(0, 3000))
+        hi = int(rng.integers(lo + 1, 65536))
+        a = rng.integers(lo, hi + 1, (128, 128)).astype(np.uint16)
+        want = cv2.normalize(a, None, 0, 255, cv2.NORM_MINMAX, cv2.CV_8U)
+        assert np.array_equal(dicomio.to_uint8_minmax(a), want)
+    signed = np.array([[-1000, 0, 3000]], np.int16)  # signed data: same min-max, no wrap-around
+    assert dicomio.to_uint8_minmax(signed).tolist() == [[0, 64, 255]]
 
 
 def test_corrupt_compressed_data_with_an_available_decoder(tmp_path):

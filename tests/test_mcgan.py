@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import cv2
+import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from mammodp import mcgan
@@ -190,79 +194,148 @@ def pytest_approx(v):
     return pytest.approx(v, rel=1e-6)
 
 
-def test_conditioning_classes_are_told_apart_by_a_real_data_classifier(tmp_path):
-    """An MCGAN trained a few epochs on the phantom's real crops generates classes that a
-    classifier trained on real phantom crops separates better than chance (benign = 1)."""
-    import pytest
+def test_conditioning_follows_the_labels(tmp_path):
+    """Trained on crops whose class sets their brightness (benign = 1 bright), the MCGAN's
+    samples of each label take that label's brightness: conditioning is wired, benign = 1."""
     from sklearn.metrics import roc_auc_score
 
-    from mammodp import lesions, models
-    from mammodp.crops import CropSpec, make_crops
-    from mammodp.phantom import PhantomSpec, generate
-
-    pytest.importorskip("sklearn")
-    generate(
-        tmp_path / "ph",
-        PhantomSpec(seed=11, patients_train=150, patients_test=1, patients_external=0),
-    )
-    meta = tmp_path / "ph" / "metadata"
-    table = lesions.drop_duplicates(
-        lesions.cbis_lesions(
-            {
-                "train": meta / "mass_case_description_train_set.csv",
-                "test": meta / "mass_case_description_test_set.csv",
-            },
-            tmp_path / "ph" / "CBIS-DDSM",
-            workers=2,
-        )
-    )
-    crops = make_crops(
-        table[table["portion"] == "train"],
-        tmp_path / "crops",
-        CropSpec(),
-        2,
-        dicom_root=tmp_path / "ph" / "CBIS-DDSM",
-    )
-    images = models.load_images(crops["path"], mcgan.IMAGE_SIZE, strict=True)
-    labels = torch.tensor(crops["label"].values)
+    rng = np.random.default_rng(0)
+    labels = torch.tensor([0, 1] * 32)
+    base = np.where(labels.numpy()[:, None, None] == 1, 170, 70)
+    crops = (base + rng.normal(0, 20, (64, 128, 128))).clip(0, 255).astype(np.uint8)
+    images = torch.from_numpy(crops).float().div(127.5).sub(1)[:, None]
     spec = mcgan.GanSpec(
-        epochs=30, width=16, lr=2e-4, d_steps_per_g_step=1, checkpoint_every=30, seed=3
+        epochs=15, width=4, lr=2e-4, d_steps_per_g_step=1, checkpoint_every=15, seed=3
     )
     mcgan.train(images, labels, spec, tmp_path / "gan", threads=2)
-    synthetic = mcgan.sample(tmp_path / "gan" / "generator.pt", 64, seed=1, out_dir=tmp_path / "s")
+    samples = mcgan.sample(tmp_path / "gan" / "generator.pt", 32, seed=1, out_dir=tmp_path / "s")
+    brightness = np.array([cv2.imread(p, cv2.IMREAD_GRAYSCALE).mean() for p in samples["path"]])
+    assert roc_auc_score(samples["label"], brightness) > 0.9
 
-    # A small CNN trained on the real crops (max pooling: the lesion is local).
-    torch.manual_seed(0)
 
-    def block(i, o):
-        return [
-            torch.nn.Conv2d(i, o, 3, padding=1),
-            torch.nn.BatchNorm2d(o),
-            torch.nn.ReLU(),
-            torch.nn.MaxPool2d(2),
-        ]
+# ----------------------------------------------------------------------------- the original's
+# input range, initialisation, augmentation and uint8 cast (gan_compare/scripts/train_gan.py,
+# gan_compare/training/networks/generation/utils.py, gan_compare/scripts/generate.py)
 
-    cnn = torch.nn.Sequential(
-        *block(1, 16),
-        *block(16, 32),
-        *block(32, 64),
-        *block(64, 64),
-        torch.nn.AdaptiveMaxPool2d(1),
-        torch.nn.Flatten(),
-        torch.nn.Linear(64, 2),
+
+def _real_batches_seen_by_d(spec, images, labels, out_dir):
+    """Every real batch the discriminator received during one training run."""
+    seen = []
+    original = mcgan.Discriminator.forward
+
+    def spy(self, x, y):
+        seen.append(x.detach().clone())
+        return original(self, x, y)
+
+    mcgan.Discriminator.forward = spy
+    try:
+        mcgan.train(images, labels, spec, out_dir)
+    finally:
+        mcgan.Discriminator.forward = original
+    return seen[0::3]  # per batch: real, fake (D step), fake (G step)
+
+
+def test_discriminator_sees_real_crops_in_zero_one_as_the_study(tmp_path):
+    from mammodp import models
+
+    pixels = np.arange(128 * 128, dtype=np.int64).reshape(128, 128) % 256
+    path = tmp_path / "crop.png"
+    cv2.imwrite(str(path), pixels.astype(np.uint8))
+    loaded = models.load_images([path], 128)
+    # ToTensor of the 8-bit crop, the original's input (Normalize commented out), to float32
+    # rounding.
+    as_study = mcgan.to_training_range(loaded, "study")[0, 0]
+    to_tensor = torch.from_numpy(pixels).float() / 255
+    assert torch.allclose(as_study, to_tensor, rtol=0, atol=1e-6)
+    images, labels = loaded.repeat(8, 1, 1, 1), torch.tensor([0, 1] * 4)
+    common = dict(epochs=1, width=4, batch_size=8, checkpoint_every=1, seed=1, augmentation="flips")
+    study = _real_batches_seen_by_d(mcgan.GanSpec(**common), images, labels, tmp_path / "a")
+    symmetric = _real_batches_seen_by_d(
+        mcgan.GanSpec(**common, input_range="symmetric"), images, labels, tmp_path / "b"
     )
-    x = models.load_images(crops["path"], 64)
-    opt = torch.optim.Adam(cnn.parameters(), lr=1e-3)
-    for _ in range(25):
-        cnn.train()
-        perm = torch.randperm(len(x))
-        for s in range(0, len(x), 16):
-            idx = perm[s : s + 16]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(cnn(x[idx]), labels[idx]).backward()
-            opt.step()
-    cnn.eval()
-    with torch.no_grad():
-        p = torch.softmax(cnn(models.load_images(synthetic["path"], 64)), 1)[:, 1].numpy()
-    auroc = roc_auc_score(synthetic["label"], p)
-    assert auroc > 0.65, f"synthetic classes told apart with AUROC {auroc:.3f} only"
+    assert study[0].min() == 0 and study[0].max() == 1
+    assert symmetric[0].min() == -1 and symmetric[0].max() == 1
+
+
+def test_samples_are_cast_to_uint8_as_the_original():
+    x = torch.tensor([-0.5, -0.01, 0.0, 0.4999, 0.5, 1.0, 1.003, 1.2]).view(1, 1, 1, -1)
+    original = (x.numpy().astype(np.float64) * 255.0).astype(np.uint8)  # interval_mapping + cast
+    assert (mcgan.to_uint8(x, "study", "wrap") == original[:, 0]).all()
+    assert mcgan.to_uint8(x, "study", "wrap").tolist() == [[[129, 254, 0, 127, 127, 255, 255, 50]]]
+    assert mcgan.to_uint8(x, "study", "clamp").tolist() == [[[0, 0, 0, 127, 128, 255, 255, 255]]]
+    y = torch.tensor([-1.0, 0.0, 1.0]).view(1, 1, 1, -1)
+    assert mcgan.to_uint8(y, "symmetric", "clamp").tolist() == [[[0, 128, 255]]]
+
+
+def test_initialisation_as_the_study_leaves_embedding_and_linear_at_pytorch_defaults():
+    g, d = mcgan.build(mcgan.GanSpec(width=8, init="study"))
+    g_all, _ = mcgan.build(mcgan.GanSpec(width=8, init="all"))
+    # PyTorch's defaults: Embedding N(0, 1); Linear uniform(+-1/sqrt(fan_in)).
+    assert 0.8 < g.embed[0].weight.std() < 1.2 and 0.8 < d.embed[0].weight.std() < 1.2
+    bound = 1 / 50**0.5
+    lin = d.embed[1].weight
+    assert lin.abs().max() <= bound and lin.std() > 0.5 * bound / 3**0.5
+    for net in (g, d):
+        for m in net.net:
+            if isinstance(m, torch.nn.ConvTranspose2d | torch.nn.Conv2d):
+                assert abs(m.weight.std().item() - 0.02) < 0.004
+            if isinstance(m, torch.nn.BatchNorm2d):
+                assert abs(m.weight.mean().item() - 1) < 0.02 and m.bias.abs().max() == 0
+    assert abs(g_all.embed[0].weight.std().item() - 0.02) < 0.004
+    assert abs(g_all.embed[1].weight.std().item() - 0.02) < 0.004
+
+
+def _ramp_crop_box(out: torch.Tensor) -> tuple[float, float, float, float]:
+    """(left, top, width, height) of the source window, read off a crop of the ramp image."""
+    xs, ys = out[0].numpy(), out[1].numpy()
+    return xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()
+
+
+def test_augmentation_adds_the_study_random_resized_crop(tmp_path):
+    # Channel 0 holds each pixel's x, channel 1 its y: a crop's values give its window.
+    grid = torch.arange(128, dtype=torch.float64)
+    ramp = torch.stack([grid.expand(128, 128), grid[:, None].expand(128, 128)])
+    torch.manual_seed(0)
+    boxes = [_ramp_crop_box(mcgan.random_resized_crops(ramp[None])[0]) for _ in range(60)]
+    area = np.array([(w + 1) * (h + 1) / 128**2 for _, _, w, h in boxes])
+    aspect = np.array([(w + 1) / (h + 1) for _, _, w, h in boxes])
+    assert ((area > 0.93) & (area <= 1.0)).all() and area.min() < 0.97
+    assert ((aspect > 0.93) & (aspect < 1.12)).all() and len(set(boxes)) > 30
+    # Wired into training: with "study" the real crops D sees are not just flips of the input.
+    images = ramp[None, :1].float().repeat(8, 1, 1, 1) / 127.5 - 1
+    flips_of_input = [images[0]] + [images[0].flip(d) for d in ((-1,), (-2,), (-1, -2))]
+    for aug, expect_crops in (("flips", False), ("study", True)):
+        seen = _real_batches_seen_by_d(
+            mcgan.GanSpec(
+                epochs=1,
+                width=4,
+                checkpoint_every=1,
+                seed=1,
+                augmentation=aug,
+                input_range="symmetric",
+            ),
+            images,
+            torch.tensor([0, 1] * 4),
+            tmp_path / aug,
+        )[0]
+        only_flips = all(any(torch.equal(s, f) for f in flips_of_input) for s in seen)
+        assert only_flips is not expect_crops
+
+
+def test_unknown_option_values_are_refused():
+    from mammodp.errors import UserError
+
+    with pytest.raises(
+        UserError, match=r"synthesis.mcgan.init = 'xavier' is not allowed; allowed values"
+    ):
+        mcgan.GanSpec(init="xavier")
+
+
+def test_checkpoints_from_before_the_options_sample_as_they_were_trained(tmp_path):
+    g, _ = mcgan.build(mcgan.GanSpec(width=4))
+    legacy = {k: v for k, v in asdict(mcgan.GanSpec(width=4)).items() if k not in mcgan.OPTIONS}
+    torch.save(
+        {"spec": legacy, "generator": g.state_dict(), "epochs_trained": 1}, tmp_path / "g.pt"
+    )
+    _, spec = mcgan.load_generator(tmp_path / "g.pt")
+    assert (spec.input_range, spec.output_cast) == ("symmetric", "clamp")

@@ -8,22 +8,38 @@ import torch
 from mammodp import models
 from mammodp.errors import UserError
 
+TIMM_SWIN = "swin_tiny_patch4_window7_224"
+REDUCED = {"embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2], "window_size": 4}
+# A reduced timm Swin (as the demo configs) and a reduced torchvision Swin (the study's kind).
 TINY = models.ModelSpec(
-    pretrained="none",
-    input_size=32,
-    drop_path_rate=0.0,
-    overrides={"embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2], "window_size": 4},
+    arch=TIMM_SWIN, pretrained="none", input_size=32, drop_path_rate=0.0, overrides=REDUCED
 )
+TV_TINY = models.ModelSpec(arch="swin_t", pretrained="none", input_size=32, overrides=REDUCED)
+
+
+def drop_rates(module) -> list[float]:
+    """The stochastic-depth rates of a backbone's blocks, in order (torchvision and timm)."""
+    from timm.layers import DropPath
+    from torchvision.ops import StochasticDepth
+
+    return [
+        float(m.p if isinstance(m, StochasticDepth) else m.drop_prob)
+        for m in module.modules()
+        if isinstance(m, StochasticDepth | DropPath)
+    ]
 
 
 def test_study_swin_t_and_heads():
     backbone = models.create_backbone(models.ModelSpec(pretrained="none"))
+    assert models.ModelSpec().arch == "swin_t"  # the study's torchvision Swin-T by default
     assert backbone.num_features == 768
+    assert sum(p.numel() for p in backbone.parameters()) == 27_519_354  # swin_t without head
     mlp = models.make_head("mlp", 768)
     assert [m.out_features for m in mlp if isinstance(m, torch.nn.Linear)] == [384, 2]
     assert isinstance(mlp[1], torch.nn.LeakyReLU) and mlp[1].negative_slope == 0.2
     assert sum(p.numel() for p in mlp.parameters()) == 768 * 384 + 384 + 384 * 2 + 2
-    out = models.Classifier(backbone, mlp).eval()(torch.zeros(2, 1, 224, 224))
+    with torch.no_grad():  # any input size works; a small one keeps the test fast
+        out = models.Classifier(backbone, mlp).eval()(torch.zeros(2, 1, 64, 64))
     assert out.shape == (2, 2)
 
 
@@ -33,10 +49,57 @@ def test_imagenet_weights_offline_give_a_clear_error(monkeypatch, tmp_path):
     with pytest.raises(
         UserError, match="ImageNet weights for swin_tiny.*weights_file.*pretrained: none"
     ):
-        models.create_backbone(models.ModelSpec(pretrained="imagenet"))
-    with pytest.raises(UserError, match="weights_file: /nope.safetensors not found"):
+        models.create_backbone(models.ModelSpec(arch=TIMM_SWIN, pretrained="imagenet"))
+    for arch in (TIMM_SWIN, "swin_t"):
+        with pytest.raises(UserError, match="weights_file: /nope.safetensors not found"):
+            models.create_backbone(
+                models.ModelSpec(arch=arch, pretrained="imagenet", weights_file="/nope.safetensors")
+            )
+
+
+def test_torchvision_weights_offline_give_a_clear_error(monkeypatch, tmp_path):
+    """swin_t with pretrained: imagenet, no weights_file and no network: one error naming the
+    file to fetch and the two ways out."""
+    import urllib.error
+
+    import torchvision.models._api as tv_api
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline)
+    with pytest.raises(UserError) as e:
+        models.create_backbone(models.ModelSpec(arch="swin_t", pretrained="imagenet"))
+    msg = str(e.value)
+    assert "https://download.pytorch.org/models/swin_t-704ceda3.pth" in msg
+    assert "URLError" in msg and "classifier.model.weights_file" in msg
+    assert "classifier.model.pretrained: none" in msg
+
+
+def test_bad_architecture_settings_give_clear_errors(tmp_path):
+    import dataclasses
+
+    with pytest.raises(UserError, match=r"overrides: \['global_pool'\] are not arguments of "):
+        models.create_backbone(dataclasses.replace(TV_TINY, overrides={"global_pool": "max"}))
+    with pytest.raises(UserError, match="set stochastic depth with classifier.model.drop_path"):
+        models.create_backbone(dataclasses.replace(TINY, overrides={"drop_path_rate": 0.3}))
+    with pytest.raises(UserError, match="arch: unknown model 'swin_q'"):
+        models.create_backbone(dataclasses.replace(TINY, arch="swin_q"))
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    small = tmp_path / "small.pth"
+    torch.save(SwinTransformer(**models.swin_t_kwargs(TV_TINY)).state_dict(), small)
+    other = dataclasses.replace(TV_TINY, pretrained="imagenet", weights_file=str(small))
+    assert models.create_backbone(other).num_features == 32  # its own shapes: loads
+    with pytest.raises(UserError, match=r"small.pth: not the weights of torchvision's swin_t"):
+        models.create_backbone(dataclasses.replace(other, overrides={**REDUCED, "embed_dim": 24}))
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(UserError, match="list.pth is not a state_dict"):
         models.create_backbone(
-            models.ModelSpec(pretrained="imagenet", weights_file="/nope.safetensors")
+            dataclasses.replace(
+                TV_TINY, pretrained="imagenet", weights_file=str(tmp_path / "list.pth")
+            )
         )
 
 
@@ -132,3 +195,133 @@ def test_strict_image_loading_refuses_other_sizes(tmp_path):
     assert models.load_images([tmp_path / "a.png"], 128).shape == (1, 1, 128, 128)
     with pytest.raises(UserError, match=r"a.png: expected a 128x128 grayscale PNG, got 64x64"):
         models.load_images([tmp_path / "a.png"], 128, strict=True)
+
+
+# ----------------------------------------------------------------------------- torchvision swin_t
+
+
+@pytest.fixture(scope="module")
+def swin_t_weights(tmp_path_factory):
+    """A randomly initialised torchvision swin_t (1000-class head and all), in eval mode, and its
+    state_dict saved as torchvision ships its ImageNet weights (a .pth)."""
+    import torchvision
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        ref = torchvision.models.swin_t().eval()
+    path = tmp_path_factory.mktemp("torchvision") / "swin_t-random.pth"
+    torch.save(ref.state_dict(), path)
+    return ref, path
+
+
+@pytest.fixture(scope="module")
+def swin_t_ours(swin_t_weights):
+    _, path = swin_t_weights
+    spec = models.ModelSpec(arch="swin_t", pretrained="imagenet", weights_file=str(path))
+    return models.create_backbone(spec)
+
+
+def test_swin_t_loads_a_torchvision_weights_file(swin_t_weights, swin_t_ours, caplog):
+    ref, path = swin_t_weights
+    want, got = ref.state_dict(), swin_t_ours.state_dict()
+    assert set(want) - set(got) == {"head.weight", "head.bias"} and set(got) <= set(want)
+    for k, v in got.items():
+        assert torch.equal(v, want[k]), k
+    assert swin_t_ours.num_features == 768 and isinstance(swin_t_ours.head, torch.nn.Identity)
+    with caplog.at_level("WARNING", logger="mammodp.models"):
+        models.create_backbone(
+            models.ModelSpec(arch="swin_t", pretrained="imagenet", weights_file=str(path))
+        )
+    assert "is not torchvision's IMAGENET1K_V1 file (704ceda3)" in caplog.text
+
+
+def test_swin_t_has_the_study_stochastic_depth(swin_t_ours):
+    """torchvision's swin_t default: 0.2 at the last of its 12 blocks, rising linearly from 0
+    (the study's constants.py took swin_t as it comes)."""
+    rates = drop_rates(swin_t_ours)
+    assert rates == pytest.approx([0.2 * i / 11 for i in range(12)]) and rates[-1] == 0.2
+    timm_rates = drop_rates(
+        models.create_backbone(models.ModelSpec(arch=TIMM_SWIN, pretrained="none"))
+    )
+    assert max(timm_rates) == pytest.approx(0.1)  # timm's own default for its Swin
+    import dataclasses
+
+    assert drop_rates(models.create_backbone(dataclasses.replace(TV_TINY, drop_path_rate=0.5))) == [
+        0.0,
+        0.5,
+    ]
+
+
+def test_swin_t_features_are_torchvisions_forward(swin_t_weights, swin_t_ours, tiny_manifest):
+    """Cached features (eval mode, flips) equal torchvision's own eval-mode forward with
+    head = Identity (features -> norm -> permute -> avgpool -> flatten) on crops as the workflow
+    loads them (area-resized to 224, in [-1, 1])."""
+    ref, _ = swin_t_weights
+    swin_t_ours.train()  # backbone_features must switch to eval mode itself
+    images = models.load_images(sorted(tiny_manifest["path"])[:2], 224)
+    assert images.min() >= -1 and images.max() <= 1 and images.std() > 0.1
+    feats = models.backbone_features(swin_t_ours, images, ("none", "hv"))
+    assert feats.shape == (2, 2, 768) and not swin_t_ours.training
+    with torch.no_grad():
+        for i, variant in enumerate(("none", "hv")):
+            x = models.flip(images, variant).expand(-1, 3, -1, -1)
+            want = ref.flatten(ref.avgpool(ref.permute(ref.norm(ref.features(x)))))
+            assert torch.allclose(feats[:, i], want, rtol=0, atol=1e-5), variant
+    assert not torch.allclose(feats[:, 0], feats[:, 1])  # the flip reached the backbone
+
+
+def test_load_backbone_passes_the_stochastic_depth_through(tmp_path):
+    """Trained, frozen-reference and pretrained-reference checkpoints: the saved rate by default,
+    or the rate asked for (None: the architecture's default, 0.2 for swin_t)."""
+    import dataclasses
+
+    from mammodp.fileio import sha256_file
+
+    src = models.Classifier(models.create_backbone(TV_TINY), models.make_head("linear", 32))
+    save = models.save_checkpoint
+    save(
+        tmp_path / "src.pt",
+        spec=TV_TINY,
+        head_type="linear",
+        model=src,
+        backbone_trained=True,
+        backbone_source={"kind": "pretrained"},
+    )
+    ref = {
+        "kind": "model",
+        "path": str(tmp_path / "src.pt"),
+        "sha256": sha256_file(tmp_path / "src.pt"),
+    }
+    spec3 = dataclasses.replace(TV_TINY, drop_path_rate=0.3)
+    save(
+        tmp_path / "frozen.pt",
+        spec=spec3,
+        head_type="mlp",
+        model=models.Classifier(src.backbone, models.make_head("mlp", 32)),
+        backbone_trained=False,
+        backbone_source=ref,
+    )
+    save(
+        tmp_path / "pre.pt",
+        spec=spec3,
+        head_type="mlp",
+        model=models.Classifier(src.backbone, models.make_head("mlp", 32)),
+        backbone_trained=False,
+        backbone_source={"kind": "pretrained", "pretrained": "none"},
+    )
+    last = {}
+    for name in ("src", "frozen", "pre"):
+        for rate in (models.AS_SAVED, None, 0.5):
+            last[name, rate] = drop_rates(models.load_backbone(tmp_path / f"{name}.pt", rate))[-1]
+    assert last == {
+        ("src", models.AS_SAVED): 0.2,
+        ("frozen", models.AS_SAVED): 0.3,
+        ("pre", models.AS_SAVED): 0.3,
+        **{(n, None): 0.2 for n in ("src", "frozen", "pre")},
+        **{(n, 0.5): 0.5 for n in ("src", "frozen", "pre")},
+    }
+    assert models.backbone_origin(tmp_path / "frozen.pt")[0] == tmp_path / "src.pt"
+    assert models.backbone_origin(tmp_path / "pre.pt")[0] == tmp_path / "pre.pt"
+    loaded = models.load_backbone(tmp_path / "frozen.pt")
+    for k, v in src.backbone.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from mammodp.crops import WINDOW_COLUMNS
 from mammodp.errors import UserError
 from mammodp.processed import import_processed
 
@@ -29,6 +30,52 @@ def test_published_counts(shared_data):
     assert set(dups["dataset"]) == {"bcdr"}
     conflicting = dups[dups["conflicting_labels"]]
     assert conflicting["patient_id"].unique().tolist() == ["bcdr__193"]
+
+
+def test_study_split_is_rebuilt_byte_for_byte(tmp_path, shared_data):
+    """``mammodp study-split`` on the published crops writes the shipped file exactly; its
+    counts are the published ones (212 test patients, whose published crops are 402)."""
+    import json
+
+    from mammodp.cli import main
+
+    root = shared_data / "mammo_dp" / "dataset16062024"
+    out = tmp_path / "study_split.json"
+    assert main(["study-split", "--path", str(root), "--out", str(out)]) == 0
+    assert out.read_bytes() == (REPO / "resources" / "study_split.json").read_bytes()
+    split = json.loads(out.read_text())
+    assert {k: len(split[k]) for k in ("train", "val", "test")} == {
+        "train": 578,
+        "val": 102,
+        "test": 212,
+    }
+    assert all(p.startswith("cbis-ddsm__P_") for k in ("train", "val", "test") for p in split[k])
+    index, _ = import_processed(root)
+    crops = index[index["patient_id"].isin(split["test"])]
+    assert len(crops) == 402 and set(crops["dataset"]) == {"cbis-ddsm"}
+    assert index[WINDOW_COLUMNS].isna().all().all()  # the published windows are unknown
+
+
+def test_study_split_checks_the_layout(tmp_path):
+    from mammodp.processed import study_split
+
+    with pytest.raises(UserError, match="cbis-ddsm: not found. Point --path"):
+        study_split(tmp_path)
+    d = tmp_path / "cbis-ddsm" / "train" / "is_benign_true"
+    d.mkdir(parents=True)
+    (d / "P_1.png").write_bytes(b"")
+    with pytest.raises(UserError, match="P_1.png: not in the published layout"):
+        study_split(tmp_path)
+    (d / "P_1.png").unlink()
+    (d / "patientcbis-ddsm__P_1_image9_mass1_is_benign_1.png").write_bytes(b"")
+    with pytest.raises(UserError, match=r"no published crops in \['val', 'test'\]"):
+        study_split(tmp_path)
+    for name in ("val", "test"):
+        sub = tmp_path / "cbis-ddsm" / name / "is_benign_false"
+        sub.mkdir(parents=True)
+        (sub / "patientcbis-ddsm__P_1_image9_mass2_is_benign_0.png").write_bytes(b"")
+    with pytest.raises(UserError, match="patient cbis-ddsm__P_1 is in both"):
+        study_split(tmp_path)
 
 
 def test_wrong_size_png_is_rejected(tmp_path):

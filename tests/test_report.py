@@ -10,11 +10,25 @@ from pathlib import Path
 import cv2
 import pandas as pd
 
-from mammodp import figures, tables
+from mammodp import comparison, figures, tables
 
 from .conftest import REPO
 
 TABLE = REPO / "config" / "experiments.tsv"
+PAPER_RESULTS = REPO / "resources" / "paper_results.csv"
+PAPER_FIDELITY = REPO / "resources" / "paper_fidelity.csv"
+# The study's setting: every row it ran is comparable (with the study's generator).
+STUDY = {
+    "data_source": "processed",
+    "external": "bcdr",
+    "generator": "published",
+    "medigan_model": "00008_C-DCGAN_MMG_MASSES",
+    "n_per_class": 1500,
+    "mcgan": {"width": 64, "dp": False},
+    "model": {"arch": "swin_t", "pretrained": "imagenet", "input_size": 224, "overrides": {}},
+    "epochs": 300,
+    "seeds": (42, 43, 44),
+}
 
 
 def _runs(tmp_path):
@@ -71,7 +85,9 @@ def _runs(tmp_path):
 def test_main_table_recomputed_independently(tmp_path):
     values, paths = _runs(tmp_path)
     selected = ["real_frozen_nodp", "real_frozen_dp_eps6", "syn_full_nodp"]
-    tables.write_tables(paths, TABLE, selected, [1, 2, 3], None, tmp_path / "tables")
+    tables.write_tables(
+        paths, TABLE, selected, [1, 2, 3], None, tmp_path / "tables", source="processed"
+    )
     df = pd.read_csv(tmp_path / "tables" / "main.csv")
     for exp in ("real_frozen_nodp", "real_frozen_dp_eps6"):
         vals = [v for (e, _), v in values.items() if e == exp]
@@ -84,6 +100,8 @@ def test_main_table_recomputed_independently(tmp_path):
     md = (tmp_path / "tables" / "main.md").read_text()
     assert "| syn_full_nodp | dbr15 | non-DP | 0/3 | – |" in md  # missing, never zero
     assert "0.750 ± 0.045" in md  # 0.70, 0.74, 0.81
+    assert "| CBIS-DDSM test (published crops) AUROC |" in md and "published crops" in md
+    assert set(df["data_source"]) == {"processed"}
     # Order: non-DP first, then ascending epsilon, within the study's groups.
     assert (
         md.index("real_frozen_nodp") < md.index("real_frozen_dp_eps6") < md.index("syn_full_nodp")
@@ -97,7 +115,13 @@ def test_main_table_recomputed_independently(tmp_path):
 def test_latex_is_balanced_booktabs(tmp_path):
     _, paths = _runs(tmp_path)
     tables.write_tables(
-        paths, TABLE, ["real_frozen_nodp", "real_frozen_dp_eps6"], [1, 2, 3], None, tmp_path / "t"
+        paths,
+        TABLE,
+        ["real_frozen_nodp", "real_frozen_dp_eps6", "synfrozen_to_real_dp_eps6"],
+        [1, 2, 3],
+        None,
+        tmp_path / "t",
+        source="phantom",
     )
     tex = (tmp_path / "t" / "main.tex").read_text()
     assert tex.count(r"\begin{") == tex.count(r"\end{")
@@ -109,6 +133,8 @@ def test_latex_is_balanced_booktabs(tmp_path):
         if line.endswith(r"\\") and "multicolumn" not in line:
             assert line.count("&") == ncols - 1, line
     assert "_" not in re.sub(r"\\_", "", body)  # escaped underscores
+    assert r"dbr5$^\dagger$" in body and "phantom" in tex  # the ablation marker; the data named
+    assert "CBIS-DDSM test" not in tex
 
 
 def test_all_figures_are_valid_images(tmp_path):
@@ -137,11 +163,24 @@ def test_all_figures_are_valid_images(tmp_path):
     )
     selected = ["real_frozen_nodp", "real_frozen_dp_eps6"]
     out = tmp_path / "fig"
-    figures.privacy_utility(paths, TABLE, selected, out / "privacy_utility.png")
-    figures.curves(paths, TABLE, selected, out / "roc_pr.png")
-    figures.sample_grid(tmp_path / "crops.csv", tmp_path / "syn.csv", out / "samples.png")
+    figures.privacy_utility(paths, TABLE, selected, out / "privacy_utility.png", source="phantom")
+    figures.curves(paths, TABLE, selected, out / "roc_pr.png", source="phantom")
+    figures.sample_grid(
+        tmp_path / "crops.csv",
+        tmp_path / "syn.csv",
+        out / "samples.png",
+        source="phantom",
+        generator="mcgan",
+    )
     figures.gan_losses(tmp_path / "losses.csv", out / "mcgan_losses.png")
-    for name in ("privacy_utility", "roc_pr", "samples", "mcgan_losses"):
+    ctx = comparison.Context(**{**STUDY, "seeds": (1, 2, 3), "data_source": "phantom"})
+    comparison.write_comparison(
+        paths, TABLE, selected, ctx, PAPER_RESULTS, PAPER_FIDELITY, None, tmp_path / "tables"
+    )
+    figures.paper_comparison(
+        tmp_path / "tables" / "paper_comparison.csv", out / "paper_comparison.png", source="phantom"
+    )
+    for name in ("privacy_utility", "roc_pr", "samples", "mcgan_losses", "paper_comparison"):
         img = cv2.imread(str(out / f"{name}.png"))
         assert img is not None and min(img.shape[:2]) > 200 and img.std() > 5, name
         pdf = (out / f"{name}.pdf").read_bytes()

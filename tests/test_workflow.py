@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import REPO, tiny_config
+from .conftest import PUBLISHED_COUNTS, REPO, tiny_config
 
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 
@@ -54,18 +54,25 @@ def _classify_jobs(stdout: str) -> dict[tuple[str, str], list[str]]:
     return jobs
 
 
-def test_paper_dry_run_has_the_full_matrix_and_pretraining_edges(workdir):
+@pytest.mark.parametrize("name", ["paper.yaml", "paper-published.yaml"])
+def test_paper_dry_run_has_the_full_matrix_and_pretraining_edges(workdir, name):
     from mammodp.config import load_experiments
 
-    r = snakemake(workdir, "-n", "--configfile", "config/paper.yaml", "--cores", "4")
+    r = snakemake(workdir, "-n", "--configfile", f"config/{name}", "--cores", "4")
     assert r.returncode == 0, r.stderr
     counts = _job_counts(r.stdout)
-    assert counts["classify"] == 24 * 3  # every paper experiment x seeds 42, 43, 44
-    # Without data present, the download rules are the leaves.
-    assert counts["tcia_metadata"] == 1 and counts["tcia_series"] == 1
-    assert "phantom" not in counts
+    assert counts["classify"] == 25 * 3  # every paper experiment x seeds 42, 43, 44
+    # Without data present, the download rules are the leaves; the inputs are the study's.
+    if name == "paper.yaml":
+        assert counts["tcia_metadata"] == 1 and counts["tcia_series"] == 1
+        assert counts["medigan_samples"] == 1 and "fetch_published" not in counts
+        assert "resources/study_split.json" in r.stdout  # the shipped split, found by Snakemake
+    else:
+        assert counts["fetch_published"] == 1 and counts["published_samples"] == 1
+        assert counts["import_processed"] == 1 and "tcia_metadata" not in counts
+    assert "phantom" not in counts and "train_mcgan" not in counts
     jobs = _classify_jobs(r.stdout)
-    assert len(jobs) == 72
+    assert len(jobs) == 75
     table = load_experiments(REPO / "config" / "experiments.tsv")
     edges = 0
     for (exp, seed), inputs in jobs.items():
@@ -78,7 +85,16 @@ def test_paper_dry_run_has_the_full_matrix_and_pretraining_edges(workdir):
             edges += 1
         else:
             assert models == []
-    assert edges == 8 * 3  # dbr157, dbr156, dbr158-160, dbr5, dbr11, dbr3 for each seed
+    assert edges == 9 * 3  # dbr157, dbr156, dbr158-160, dbr155, dbr5, dbr11, dbr3 for each seed
+    for seed in ("42", "43", "44"):
+        # dbr155: dbr15's model is an input and dbr15's backbone's cached features are read.
+        dbr155 = jobs[("synbackbone_real_frozen_dp_eps6", seed)]
+        assert f"results/classify/syn_full_nodp/seed{seed}/model.pt" in dbr155
+        assert f"results/features/syn_full_nodp-seed{seed}/real.pt" in dbr155
+        assert (
+            f"results/features/syn_full_nodp-seed{seed}/real.pt"
+            in jobs[("synpre_real_frozen_dp_eps6", seed)]
+        )
 
 
 def test_broken_config_value_stops_with_one_message(workdir, write_config):
@@ -201,18 +217,42 @@ def test_processed_config_on_the_published_crops(workdir, write_config, shared_d
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     manifest = pd.read_csv(workdir / "results" / "data" / "crops.csv")
     counts = manifest.groupby(["dataset", "split"]).size().to_dict()
-    assert counts == {
-        ("bcdr", "test"): 1106,
-        ("cbis-ddsm", "test"): 402,
-        ("cbis-ddsm", "train"): 1104,
-        ("cbis-ddsm", "val"): 192,
-    }
+    assert counts == PUBLISHED_COUNTS
     main = pd.read_csv(workdir / "results" / "tables" / "main.csv")
     assert list(main["experiment"]) == ["real_frozen_nodp", "real_frozen_dp_eps6"]
     assert main["cbis-ddsm_auroc_mean"].notna().all() and main["bcdr_auroc_mean"].notna().all()
     privacy = pd.read_csv(workdir / "results" / "tables" / "privacy.csv")
     # Opacus' Poisson rate: 1 / batches per epoch of the original loader, 1 / ceil(1104 / 32).
     assert privacy["sample_rate"].iloc[0] == pytest.approx(1 / 35)
+
+
+def test_paper_published_config_uses_exactly_the_published_sets(workdir, write_config, shared_data):
+    """config/paper-published.yaml up to the split: every published crop, in the split its folder
+    names, and the study's split file (resources/study_split.json) describes the same patients."""
+    import yaml
+
+    published = shared_data / "mammo_dp" / "dataset16062024"
+    config = yaml.safe_load((REPO / "config" / "paper-published.yaml").read_text())
+    config["data"]["processed"]["path"] = str(published)
+    config["synthesis"]["published"]["path"] = str(
+        shared_data / "mammo_dp" / "synthetic" / "c-dcgan"
+    )
+    cfg = write_config(config, "paper-published.yaml")
+    (workdir / "resources").mkdir()
+    shutil.copy(REPO / "resources" / "mammo_dp.sha256", workdir / "resources" / "mammo_dp.sha256")
+    r = snakemake(workdir, "--configfile", str(cfg), "--cores", "2", "--until", "split")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    manifest = pd.read_csv(workdir / "results" / "data" / "crops.csv")
+    folders = {
+        (p.parts[-4], p.name): p.parts[-3] for p in published.glob("*/*/*/*.png")
+    }  # (dataset, file name) -> the split folder
+    ours = {(d, Path(p).name): s for d, p, s in manifest[["dataset", "path", "split"]].values}
+    assert ours == folders and len(ours) == 1104 + 192 + 402 + 1106
+    split = json.loads((workdir / "results" / "data" / "split.json").read_text())
+    study = json.loads((REPO / "resources" / "study_split.json").read_text())
+    for name in ("train", "val", "test"):
+        cbis = sorted(p for p in split[name] if p.startswith("cbis-ddsm__"))
+        assert cbis == study[name]
 
 
 # ----------------------------------------------------------------------------- partial reruns
@@ -281,7 +321,8 @@ def test_a_new_commit_reruns_provenance(tmp_path, write_config):
     for part in ("workflow", "envs"):
         shutil.copytree(REPO / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
     (repo / "resources").mkdir()
-    shutil.copy(REPO / "resources" / "mammo_dp.sha256", repo / "resources")
+    for shipped in ("mammo_dp.sha256", "paper_results.csv", "paper_fidelity.csv"):
+        shutil.copy(REPO / "resources" / shipped, repo / "resources")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     subprocess.run([*git, "add", "-A"], check=True)

@@ -8,6 +8,12 @@ one variant per training sample: exactly random horizontal and vertical flips wi
 ``train.faithful`` instead runs the original loop (the frozen backbone in train mode, stochastic
 depth active, a backbone forward per step). Full experiments train every layer on images.
 
+A run starts from the configured backbone, from a source experiment's model (``from:``, backbone
+and head: the study's dbr156-160, ``reinit_head: False``) or from its backbone under a new head
+seeded by the run's seed (``backbone:``: the study's dbr155, whose ``swin_t_imagenet_frozen``
+config loaded dbr15's checkpoint minus its non-matching head keys, then ``freeze_layers`` froze it
+and made a new MLP head; gan_compare/constants.py load_pretrained_weights, freeze_layers).
+
 Under DP (Opacus' Poisson sampling and accountant; ``make_private_with_epsilon`` over the planned
 epochs) a checkpoint is eligible only while the spent epsilon lies in the configured window
 around the target; among eligible epochs the best validation AUPRC wins (ties: lower validation
@@ -61,6 +67,7 @@ class TrainSpec:
     checkpoint_every: int = 10
     faithful: bool = False
     bootstrap: int = 1000
+    precision: str = "fp32"  # full fine-tuning on a GPU: fp32 (the original) | bf16 (autocast)
 
 
 @dataclass(frozen=True)
@@ -513,7 +520,8 @@ def train_full(
     stop_after: int | None = None,
     fingerprint: str | None = None,
 ):
-    """Train every layer on images with random flips; mixed precision (bf16) on GPU.
+    """Train every layer on images with random flips; on a GPU in fp32 or bf16 autocast
+    (``train.precision``).
     ``fingerprint``: as for ``train_head``."""
     t = job.train
     device = job.device
@@ -523,7 +531,8 @@ def train_full(
     tr = _Trainer(job, state_dir, model, len(y), fingerprint)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
-    use_amp = device.startswith("cuda")
+    # The original trains in float32 (no autocast in gan_compare/scripts/train_test_classifier.py).
+    use_amp = device.startswith("cuda") and t.precision == "bf16"
     start = tr.resume(optimizer)
     for epoch in range(start, t.epochs + 1):
         model.train()
@@ -545,6 +554,30 @@ def train_full(
 
 
 # ----------------------------------------------------------------------------- the job
+
+
+def _initial_backbone(job: Job, source_model: str | None):
+    """(backbone, source checkpoint or None, sha256 of what the backbone was loaded from or None,
+    the ``backbone_source`` reference for this run's checkpoint). ``from:`` and ``backbone:``
+    take the source model's backbone, with this job's stochastic depth (the faithful loop runs
+    it in train mode); ``from:`` needs the source's head type (its head is loaded too)."""
+    exp = job.experiment
+    if not exp.source:
+        backbone = models.create_backbone(job.model)
+        # Local weights may change under the same path: their content is part of the data.
+        weights = job.model.weights_file
+        sha = sha256_file(weights) if weights and job.model.pretrained != "none" else None
+        return backbone, None, sha, {"kind": "pretrained", "pretrained": job.model.pretrained}
+    src_ckpt = models.load_checkpoint(source_model)
+    if exp.loads_source_head and src_ckpt["head_type"] != exp.head:
+        raise UserError(
+            f"experiment {exp.experiment}: head '{exp.head}' differs from its source "
+            f"{exp.source}'s head '{src_ckpt['head_type']}'; fix config/experiments.tsv "
+            f"(or use init backbone:{exp.source} for a new head)."
+        )
+    backbone = models.load_backbone(source_model, job.model.drop_path_rate)
+    sha = sha256_file(source_model)
+    return backbone, src_ckpt, sha, {"kind": "model", "path": str(source_model), "sha256": sha}
 
 
 def run(
@@ -587,27 +620,11 @@ def run(
         {k: len(v) for k, v in tests.items()},
     )
 
-    if exp.source:
-        src_ckpt = models.load_checkpoint(source_model)
-        if src_ckpt["head_type"] != exp.head:
-            raise UserError(
-                f"experiment {exp.experiment}: head '{exp.head}' differs from its source "
-                f"{exp.source}'s head '{src_ckpt['head_type']}'; fix config/experiments.tsv."
-            )
-        backbone = models.load_backbone(source_model)
-        source_sha256 = sha256_file(source_model)
-        backbone_source = {"kind": "model", "path": str(source_model), "sha256": source_sha256}
-    else:
-        src_ckpt = None
-        backbone = models.create_backbone(job.model)
-        # Local weights may change under the same path: their content is part of the data.
-        weights = job.model.weights_file
-        source_sha256 = sha256_file(weights) if weights and job.model.pretrained != "none" else None
-        backbone_source = {"kind": "pretrained", "pretrained": job.model.pretrained}
+    backbone, src_ckpt, source_sha256, backbone_source = _initial_backbone(job, source_model)
     torch.manual_seed(job.seed)  # head init depends on the run's seed only
     head = models.make_head(exp.head, backbone.num_features)
-    if src_ckpt is not None:
-        head.load_state_dict(src_ckpt["head"])  # the source's head: really load it
+    if exp.loads_source_head:
+        head.load_state_dict(src_ckpt["head"])  # from: the source's head: really load it
     model = models.Classifier(backbone, head)
     size, fb = job.model.input_size, job.train.feature_batch_size
 
@@ -693,7 +710,7 @@ def run(
             "experiment": exp.experiment,
             "seed": job.seed,
             "train_data": exp.train_data,
-            **privacy_lineage(exp, job, _source_privacy(source_model)),
+            **privacy_lineage(exp, job, _source_privacy(exp, source_model)),
         }
     )
     best = tr.best
@@ -744,24 +761,37 @@ def run(
     return metrics
 
 
-def _source_privacy(source_model: str | None) -> dict | None:
-    """The source run's privacy.json (beside its model.pt), when there is one."""
+# A backbone: source whose frozen chain ends at pretrained weights: no data of this study in them.
+PRETRAINED_ONLY = {"dp": None, "synthetic_in_lineage": False, "pretrained_weights": True}
+
+
+def _source_privacy(exp: Experiment, source_model: str | None) -> dict | None:
+    """The privacy.json of the run whose training is in what this run loads: the source run
+    (``from:``: its head and backbone) or, for ``backbone:``, the run that trained that backbone
+    (a frozen source passes on its own source's; ``PRETRAINED_ONLY`` when that is pretrained
+    weights). None when unknown (no privacy.json beside the model)."""
     if not source_model:
         return None
-    path = Path(source_model).with_name("privacy.json")
+    path = Path(source_model)
+    if not exp.loads_source_head:
+        path, ckpt = models.backbone_origin(path)
+        if ckpt["backbone"] is None:
+            return PRETRAINED_ONLY
+    path = path.with_name("privacy.json")
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def privacy_lineage(exp: Experiment, job: Job, source: dict | None) -> dict:
     """What the guarantee covers, over the whole lineage: this run's training set, the synthetic
-    data in it or in its source model's training, and whether that source was private."""
+    data in it or in its source model's training, and whether that source was private (``source``:
+    ``_source_privacy``'s record; for backbone:, of the run that trained the backbone)."""
     synthetic_here = "synthetic" in exp.train_data
     if exp.source is None:
         source_dp, synthetic_before = None, False
     elif source is None:  # a source model from elsewhere: nothing known about its training
         source_dp, synthetic_before = None, None
     else:
-        source_dp = bool(source.get("dp"))
+        source_dp = None if source.get("pretrained_weights") else bool(source.get("dp"))
         synthetic_before = bool(
             source.get("synthetic_in_lineage", source.get("synthetic_in_training"))
         )
@@ -769,15 +799,17 @@ def privacy_lineage(exp: Experiment, job: Job, source: dict | None) -> dict:
     out = {
         "synthetic_in_training": synthetic_here,
         "pretrained_from": exp.source,
+        # What came from the source: its whole model (from:) or its backbone (backbone:).
+        "source_loaded": exp.source and ("model" if exp.loads_source_head else "backbone"),
         "source_dp": source_dp,
         "synthetic_in_lineage": lineage,
         "generator_private": bool(job.synthetic_generator_private) if lineage else None,
     }
-    out["note"] = _privacy_note(exp, out)
+    out["note"] = _privacy_note(exp, out, source)
     return out
 
 
-def _privacy_note(exp: Experiment, lineage: dict) -> str:
+def _privacy_note(exp: Experiment, lineage: dict, source: dict | None) -> str:
     if exp.dp_epsilon is None:
         return "non-private training"
     note = (
@@ -790,13 +822,28 @@ def _privacy_note(exp: Experiment, lineage: dict) -> str:
             f" Synthetic data in the {where} came from a generator NOT trained privately: the "
             "guarantee does not cover the real patients the generator was trained on."
         )
-    if exp.source and not lineage["source_dp"]:
-        note += (
-            f" Initialised from {exp.source}, whose training "
-            + ("was not private" if lineage["source_dp"] is False else "is not known here")
-            + ": the guarantee does not cover the data it was trained on."
+    return note + _source_note(exp, lineage, source)
+
+
+def _source_note(exp: Experiment, lineage: dict, source: dict | None) -> str:
+    if not exp.source or lineage["source_dp"]:
+        return ""
+    what = "Initialised from" if exp.loads_source_head else "Backbone from"
+    if source is not None and source.get("pretrained_weights"):
+        return (
+            f" {what} {exp.source}: the configured backbone, passed on unchanged by frozen sources."
         )
-    return note
+    by = (source or {}).get("experiment")
+    via = f" (trained in {by})" if by and by != exp.source else ""
+    if lineage["source_dp"] is False:
+        data = (source or {}).get("train_data")
+        state = "was not private" + (f" ({data} crops)" if data else "")
+    else:
+        state = "is not known here"
+    return (
+        f" {what} {exp.source}{via}, whose training {state}: the guarantee does not cover the "
+        "data it was trained on."
+    )
 
 
 def _finite(obj):

@@ -81,13 +81,14 @@ def cmd_lesions(a):
                 a.dicom_root,
                 workers=a.workers,
                 patients=patients,
+                contours=a.contours,
             )
         )
         n_calc = lesions.count_calc_rows(a.calc or [])
         log.info("ignored %d calcification rows (not masses, by design)", n_calc)
     if a.bcdr:
-        frames.append(lesions.bcdr_lesions(a.bcdr))
-    table = lesions.drop_duplicates(pd.concat(frames, ignore_index=True))
+        frames.append(lesions.bcdr_lesions(a.bcdr, contours=a.contours))
+    table = lesions.drop_duplicates(pd.concat(frames, ignore_index=True), contours=a.contours)
     if table.empty:
         raise UserError("no lesions found in the inputs")
     log.info(
@@ -147,7 +148,13 @@ def cmd_crop(a):
     lesion_table = read_csv(a.lesions, required=LESION_COLUMNS)
     spec = CropSpec(**json.loads(a.spec))
     index = make_crops(
-        lesion_table, a.out_dir, spec, workers=a.workers, dicom_root=a.dicom_root, bcdr_root=a.bcdr
+        lesion_table,
+        a.out_dir,
+        spec,
+        workers=a.workers,
+        dicom_root=a.dicom_root,
+        bcdr_root=a.bcdr,
+        bcdr_intensity=a.bcdr_intensity,
     )
     write_csv(a.index, index)
     log.info("%d crops written to %s", len(index), a.out_dir)
@@ -161,6 +168,15 @@ def cmd_import_processed(a):
     write_json(a.split, split)
     write_csv(a.duplicates, duplicate_report(index))
     write_csv(a.index, index)
+
+
+def cmd_study_split(a):
+    from .fileio import write_json
+    from .processed import study_split
+
+    split = study_split(a.path)
+    write_json(a.out, split)
+    log.info("study split: %s patients", {k: len(split[k]) for k in ("train", "val", "test")})
 
 
 def cmd_fetch_published(a):
@@ -184,6 +200,7 @@ def cmd_split(a):
     else:
         split = sp.make_split(index, a.val_fraction, a.seed)
         source = f"seeded split (seed {a.seed})"
+    split = sp.with_external_in_test(index, split)
     manifest = sp.apply_split(index, split, source)
     write_json(a.out_split, split)
     write_csv(a.out_manifest, manifest)
@@ -250,7 +267,17 @@ def cmd_frd(a):
 
     manifest = read_csv(a.manifest, required=MANIFEST_COLUMNS)
     synthetic = read_csv(a.synthetic, required=["path", "label"])
-    table = compute_table(manifest, synthetic, a.versions, a.seed, a.threads, a.max_images)
+    table = compute_table(
+        manifest,
+        synthetic,
+        a.versions,
+        a.seed,
+        a.threads,
+        a.max_images,
+        design=a.design,
+        set_size=a.set_size,
+        normalisation=a.normalisation,
+    )
     write_csv(a.out, table)
 
 
@@ -310,18 +337,39 @@ def cmd_provenance(a):
 
 
 def cmd_tables(a):
-    from . import tables
+    from . import comparison, tables
 
-    tables.write_tables(a.metrics, a.experiments_table, a.select, a.seeds, a.frd, a.out_dir)
+    ctx = comparison.Context.from_json(a.context)
+    tables.write_tables(
+        a.metrics, a.experiments_table, a.select, a.seeds, a.frd, a.out_dir, source=ctx.data_source
+    )
+    comparison.write_comparison(
+        a.metrics,
+        a.experiments_table,
+        a.select,
+        ctx,
+        a.paper_results,
+        a.paper_fidelity,
+        a.frd,
+        a.out_dir,
+    )
 
 
 def cmd_figures(a):
     from . import figures
 
     out = Path(a.out_dir)
-    figures.privacy_utility(a.metrics, a.experiments_table, a.select, out / "privacy_utility.png")
-    figures.curves(a.metrics, a.experiments_table, a.select, out / "roc_pr.png", a.curve_epsilon)
-    figures.sample_grid(a.manifest, a.synthetic, out / "samples.png", seed=a.seed)
+    src = a.data_source
+    figures.privacy_utility(
+        a.metrics, a.experiments_table, a.select, out / "privacy_utility.png", source=src
+    )
+    figures.curves(
+        a.metrics, a.experiments_table, a.select, out / "roc_pr.png", a.curve_epsilon, source=src
+    )
+    figures.sample_grid(
+        a.manifest, a.synthetic, out / "samples.png", seed=a.seed, source=src, generator=a.generator
+    )
+    figures.paper_comparison(a.comparison, out / "paper_comparison.png", source=src)
     if a.gan_losses:
         figures.gan_losses(a.gan_losses, out / "mcgan_losses.png")
 
@@ -377,17 +425,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dicom-root")
     s.add_argument("--bcdr", help="BCDR folder (external test set)")
     s.add_argument("--patients-file", help="only these CBIS-DDSM patients (partial download)")
+    s.add_argument(
+        "--contours",
+        choices=["study", "outer"],
+        default="study",
+        help="mask contours and duplicates: the study's (default) or outer (data.lesions)",
+    )
     s.add_argument("--workers", type=int, default=1)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_lesions)
 
     s = sub.add_parser("crop", help="lesions.csv -> 128x128 PNG crops + crop index")
     s.add_argument("--lesions", required=True)
-    s.add_argument("--spec", required=True, help="JSON: margin, min_side, size, jitter, seed")
+    s.add_argument("--spec", required=True, help="JSON: data.crop (framing, margin, ...)")
     s.add_argument("--out-dir", required=True)
     s.add_argument("--index", required=True)
     s.add_argument("--dicom-root", help="the DICOM tree the lesion table refers to")
     s.add_argument("--bcdr", help="the BCDR folder the lesion table refers to")
+    s.add_argument(
+        "--bcdr-intensity",
+        choices=["as_is", "minmax"],
+        default="as_is",
+        help="BCDR images as read (the study, default) or min-maxed (data.bcdr.intensity)",
+    )
     s.add_argument("--workers", type=int, default=1)
     s.set_defaults(func=cmd_crop)
 
@@ -397,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", required=True, help="where to write the published split")
     s.add_argument("--duplicates", required=True, help="report of byte-identical crops")
     s.set_defaults(func=cmd_import_processed)
+
+    s = sub.add_parser("study-split", help="the study's split from the published crops' names")
+    s.add_argument("--path", required=True, help="the dataset16062024 folder")
+    s.add_argument("--out", required=True, help="split JSON (resources/study_split.json)")
+    s.set_defaults(func=cmd_study_split)
 
     s = sub.add_parser("fetch-published", help="download/verify the study's published data")
     s.add_argument("--url", required=True, help="the pinned repository archive")
@@ -453,7 +518,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", required=True)
     s.add_argument("--synthetic", required=True)
     s.add_argument("--versions", nargs="+", default=["v0"])
-    s.add_argument("--max-images", type=int, help="cap each set at N images (seeded sample)")
+    s.add_argument("--max-images", type=int, help="cap each pool at N images (seeded sample)")
+    s.add_argument(
+        "--design",
+        choices=["halves", "study"],
+        default="halves",
+        help="halves: one pair per comparison; study: the sheet's three pairs of disjoint sets",
+    )
+    s.add_argument(
+        "--set-size", type=int, help="study design: images per set (default: a third of the pool)"
+    )
+    s.add_argument(
+        "--normalisation",
+        choices=["default", "joint", "independent", "d1"],
+        default="default",
+        help="frd-score's norm_ref (default: the version's own, v0 joint, v1 d1)",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", required=True)
@@ -484,6 +564,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--select", nargs="+", required=True)
     s.add_argument("--seeds", nargs="+", type=int, required=True)
     s.add_argument("--frd")
+    s.add_argument(
+        "--context",
+        required=True,
+        help="JSON: data source, generator, classifier.model, epochs, seeds (comparability)",
+    )
+    s.add_argument("--paper-results", required=True, help="resources/paper_results.csv")
+    s.add_argument("--paper-fidelity", required=True, help="resources/paper_fidelity.csv")
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_tables)
 
@@ -502,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", required=True, help="crops.csv (real crops for the grid)")
     s.add_argument("--synthetic", required=True, help="synthetic manifest (for the grid)")
     s.add_argument("--gan-losses", help="MCGAN losses.csv (when the MCGAN was trained here)")
+    s.add_argument("--comparison", required=True, help="paper_comparison.csv (the tables rule's)")
+    s.add_argument("--data-source", required=True, help="data.source: names the data in the titles")
+    s.add_argument("--generator", required=True, help="synthesis.generator (sample grid titles)")
     s.add_argument("--curve-epsilon", type=float, default=6.0)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out-dir", required=True)
@@ -519,9 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("radiomics").setLevel(logging.ERROR)
     # pydicom logs a decoder's traceback before raising; the error we raise says it in one line.
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-    # SLURM's time limit and scancel send SIGTERM: exit through Python so that `finally` blocks
-    # and atexit handlers release this job's GPU or download slot locks.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    _exit_through_python_on_sigterm()
     try:
         args.func(args)
     except UserError as e:
@@ -549,6 +637,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES}
+_fork_hook_installed = False
+
+
+def _exit_through_python_on_sigterm() -> None:
+    """SLURM's time limit and scancel send SIGTERM: exit through Python so that ``finally``
+    blocks and atexit handlers release this job's GPU or download slot locks. Forked workers
+    (frd-score's and our process pools) get the default action back: a pool terminates its
+    workers with SIGTERM, and a worker that raised SystemExit inside the pool's queue lock could
+    hang the pool's shutdown (seen with frd-score's pool)."""
+    global _fork_hook_installed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    if not _fork_hook_installed:  # once per process (tests call main() in-process, often)
+        os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+        _fork_hook_installed = True
 
 
 if __name__ == "__main__":

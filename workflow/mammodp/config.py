@@ -27,13 +27,19 @@ class Experiment:
     train_data: str  # real | real+synthetic | synthetic
     trained: str  # head | all
     head: str  # mlp | linear
-    init: str  # backbone | from:<experiment>
+    init: str  # backbone | from:<experiment> | backbone:<experiment>
     dp_epsilon: float | None
     description: str = ""
 
     @property
     def source(self) -> str | None:
-        return self.init.split(":", 1)[1] if self.init.startswith("from:") else None
+        """The experiment whose model (same seed) this one starts from: ``from:`` (its backbone
+        and head) or ``backbone:`` (its backbone, a new head)."""
+        return self.init.split(":", 1)[1] if ":" in self.init else None
+
+    @property
+    def loads_source_head(self) -> bool:
+        return self.init.startswith("from:")
 
 
 # The four case-description CSVs as TCIA publishes them (key -> file name).
@@ -45,6 +51,9 @@ CASE_CSVS = {
 }
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+# data.split.file: study = the study's own patient split, shipped with the workflow as
+# resources/study_split.json (found from any working directory, and for the workflow as a module).
+STUDY_SPLIT = "study"
 
 
 class ConfigError(UserError):
@@ -120,16 +129,17 @@ def validate_config(config: dict, source: str = "config", schema_dir=SCHEMA_DIR)
             "classifier.dp.clipping: opacus (its secure noise generation)"
         )
     split_file = config["data"]["split"]["file"]
-    if split_file and not Path(split_file).is_file():
+    if split_file and split_file != STUDY_SPLIT and not Path(split_file).is_file():
         raise ConfigError(
             f"invalid config in {source}: data.split.file = {split_file!r} does not exist; "
-            "give a JSON file with train/val/test patient ids, or null for a seeded split"
+            f"give a JSON file with train/val/test patient ids, {STUDY_SPLIT!r} for the study's "
+            "split shipped with the workflow, or null for a seeded split"
         )
 
 
 def load_experiments(path: str | Path, schema_dir=SCHEMA_DIR) -> dict[str, Experiment]:
     """Read and validate the experiment table; check that pretraining sources exist, are
-    acyclic and have a matching head."""
+    acyclic (over ``from:`` and ``backbone:`` links) and, for ``from:``, have a matching head."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiments.table: {path} not found")
@@ -164,10 +174,11 @@ def load_experiments(path: str | Path, schema_dir=SCHEMA_DIR) -> dict[str, Exper
                 raise ConfigError(f"{path}: pretraining cycle {' -> '.join(seen + [src])}")
             seen.append(src)
             src = table[src].source
-        if exp.source and table[exp.source].head != exp.head:
+        if exp.loads_source_head and table[exp.source].head != exp.head:
             raise ConfigError(
                 f"{path}: {exp.experiment} has head '{exp.head}' but its source "
-                f"{exp.source} has '{table[exp.source].head}'; a loaded model keeps its head"
+                f"{exp.source} has '{table[exp.source].head}'; a loaded model keeps its head "
+                f"(init backbone:{exp.source} takes only its backbone, with a new head)"
             )
     return table
 

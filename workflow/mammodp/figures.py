@@ -1,6 +1,7 @@
 """The paper's figures (PNG and PDF, matplotlib, readable in greyscale print), computed from the
 per-run files: privacy-utility curves, ROC and precision-recall curves per regime, a sample grid
-of real vs synthetic crops, the MCGAN loss curves."""
+of real vs synthetic crops, the MCGAN loss curves, ours against the study's published AUROC.
+Titles and legends name the data (``labels``): a phantom run is never called CBIS-DDSM."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from .comparison import PAPER_SET_TITLE
 from .config import load_experiments
 from .errors import UserError
-from .fileio import atomic_path
-from .tables import GROUP_ORDER, GROUP_TITLE, METRIC_TITLE, TEST_SETS, TEST_TITLE, summarise
+from .fileio import atomic_path, read_csv
+from .labels import DATA_NAME, GENERATOR_TITLE, TRAIN_TITLE, set_titles
+from .tables import GROUP_ORDER, GROUP_TITLE, METRIC_TITLE, TEST_SETS, summarise
 
 MARKERS = {
     "real": "o",
@@ -61,10 +64,13 @@ def save(fig, out: str | Path) -> None:
     _plt().close(fig)
 
 
-def privacy_utility(metric_paths, experiments_table, selected, out, test_set="cbis-ddsm"):
+def privacy_utility(
+    metric_paths, experiments_table, selected, out, test_set="cbis-ddsm", *, source: str
+):
     """AUROC and AUPRC vs epsilon per training regime; non-DP runs as horizontal references;
     error bars are the population std over seeds."""
     plt = _plt()
+    title = set_titles(source)[test_set]
     from matplotlib.ticker import NullFormatter
 
     seeds = sorted({json.loads(Path(p).read_text())["seed"] for p in metric_paths}) or [0]
@@ -105,19 +111,20 @@ def privacy_utility(metric_paths, experiments_table, selected, out, test_set="cb
             ax.set_xticks(dp_eps, [f"{e:g}" for e in dp_eps])
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("privacy budget ε (δ fixed)")
-        ax.set_ylabel(f"{METRIC_TITLE[metric]} ({TEST_TITLE[test_set]})")
+        ax.set_ylabel(f"{METRIC_TITLE[metric]} ({title})")
         ax.grid(True, alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=7, frameon=False)
-    fig.suptitle("Privacy–utility trade-off (mean ± std over seeds)", fontsize=10)
+    fig.suptitle(f"Privacy–utility trade-off on {title} (mean ± std over seeds)", fontsize=10)
     save(fig, out)
 
 
-def curves(metric_paths, experiments_table, selected, out, epsilon: float = 6.0):
+def curves(metric_paths, experiments_table, selected, out, epsilon: float = 6.0, *, source: str):
     """ROC and precision-recall curves on both test sets for every selected experiment that is
     non-DP or at ``epsilon``, from the predictions of all its seeds (pooled)."""
     plt = _plt()
+    titles = set_titles(source)
     table = load_experiments(experiments_table)
     chosen = [e for e in selected if table[e].dp_epsilon in (None, epsilon)]
     preds = {}
@@ -159,12 +166,12 @@ def curves(metric_paths, experiments_table, selected, out, epsilon: float = 6.0)
         roc_ax.set(
             xlabel="false positive rate",
             ylabel="true positive rate (benign)",
-            title=f"ROC, {TEST_TITLE[ts]}",
+            title=f"ROC, {titles[ts]}",
         )
         pr_ax.set(
             xlabel="recall (benign)",
             ylabel="precision (benign)",
-            title=f"Precision-recall, {TEST_TITLE[ts]}",
+            title=f"Precision-recall, {titles[ts]}",
         )
         for ax in (roc_ax, pr_ax):
             ax.title.set_fontsize(9)
@@ -175,10 +182,21 @@ def curves(metric_paths, experiments_table, selected, out, epsilon: float = 6.0)
     save(fig, out)
 
 
-def sample_grid(manifest_csv, synthetic_csv, out, per_row: int = 8, seed: int = 0):
+def sample_grid(
+    manifest_csv,
+    synthetic_csv,
+    out,
+    per_row: int = 8,
+    seed: int = 0,
+    *,
+    source: str,
+    generator: str,
+):
     """Rows: real benign, real malignant, synthetic benign, synthetic malignant (seeded picks
-    of real training crops and synthetic crops)."""
+    of real training crops and synthetic crops), each titled with the data it shows."""
     plt = _plt()
+    set_titles(source)  # an unknown source: one clear error
+    what = {"real": TRAIN_TITLE[source], "synthetic": GENERATOR_TITLE.get(generator, generator)}
     manifest = pd.read_csv(manifest_csv)
     real = manifest[(manifest["split"] == "train") & (manifest["dataset"] == "cbis-ddsm")]
     synthetic = pd.read_csv(synthetic_csv)
@@ -198,7 +216,7 @@ def sample_grid(manifest_csv, synthetic_csv, out, per_row: int = 8, seed: int = 
             imgs = [_tile(p) for p in picks]
             imgs += [np.full((128, 128), 255, np.uint8)] * (per_row - len(imgs))
             rows.append(np.hstack(imgs))
-            titles.append(f"{name} {cls}")
+            titles.append(f"{name} {cls} ({what[name]})")
     fig, axes = plt.subplots(
         len(rows), 1, figsize=(per_row * 1.1, len(rows) * 1.25), constrained_layout=True
     )
@@ -228,4 +246,110 @@ def gan_losses(losses_csv, out):
     ax.title.set_fontsize(10)
     ax.legend(frameon=False)
     ax.grid(True, alpha=0.3)
+    save(fig, out)
+
+
+COMPARISON_COLUMNS = [
+    "paper_id",
+    "experiment",
+    "test_set",
+    "metric",
+    "published_mean",
+    "published_std",
+    "published_n",
+    "ours_mean",
+    "ours_std",
+    "ours_n",
+    "comparable",
+]
+
+
+def _row_label(rows: pd.DataFrame) -> str:
+    r = rows.iloc[0]
+    label = f"{r['paper_id']} {r['experiment']}".strip()
+    if not rows["published_n"].any():
+        return label + " (no published result)"
+    if not rows["ours_n"].any():
+        return label + " (not run)"
+    return label if rows["comparable"].any() else label + " (not comparable)"
+
+
+def _comparison_legend(fig) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [
+        Line2D([], [], color="0.0", marker="o", linestyle="", label="published (3 seeds)"),
+        Line2D([], [], color="0.35", marker="s", linestyle="", label="ours, comparable"),
+        Line2D(
+            [], [], color="0.5", marker="s", mfc="white", linestyle="", label="ours, not comparable"
+        ),
+        Patch(color="0.9", label="not comparable: reason in paper_comparison.md"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=7, frameon=False)
+
+
+def _comparison_panel(ax, part: pd.DataFrame, y: dict) -> None:
+    """Published (filled circles) and ours (squares: filled comparable, hollow not) per row."""
+    for r in part.to_dict("records"):
+        yi, ok = y[(r["paper_id"], r["experiment"])], bool(r["comparable"])
+        if not ok:
+            ax.axhspan(yi - 0.5, yi + 0.5, color="0.9", zorder=0, linewidth=0)
+        if r["published_n"]:
+            ax.errorbar(
+                r["published_mean"],
+                yi - 0.17,
+                xerr=r["published_std"],
+                fmt="o",
+                ms=4,
+                color="0.0",
+                capsize=2,
+            )
+        if r["ours_n"]:
+            ax.errorbar(
+                r["ours_mean"],
+                yi + 0.17,
+                xerr=r["ours_std"],
+                fmt="s",
+                ms=4,
+                capsize=2,
+                color="0.35" if ok else "0.5",
+                mfc="0.35" if ok else "white",
+            )
+
+
+def paper_comparison(comparison_csv, out, *, source: str, metric: str = "auroc") -> None:
+    """Ours against the study's published values (AUROC) per experiment, one panel per test set;
+    error bars: population std over seeds. Rows that cannot be compared lie on a grey band,
+    with hollow markers for ours and "(not comparable)" in their label."""
+    plt = _plt()
+    df = read_csv(comparison_csv, required=COMPARISON_COLUMNS)
+    df = df[df["metric"] == metric].assign(experiment=lambda d: d["experiment"].fillna(""))
+    titles = set_titles(source)
+    sets = [ts for ts in TEST_SETS if (df["test_set"] == ts).any()] or ["cbis-ddsm"]
+    keys = list(dict.fromkeys(zip(df["paper_id"], df["experiment"], strict=True)))
+    y = {k: i for i, k in enumerate(keys)}
+    fig, axes = plt.subplots(
+        1,
+        len(sets),
+        figsize=(4.2 * len(sets) + 2.4, 0.26 * len(keys) + 2.2),
+        sharey=True,
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for ax, ts in zip(axes[0], sets, strict=True):
+        _comparison_panel(ax, df[df["test_set"] == ts], y)
+        ax.set_title(f"{METRIC_TITLE[metric]}: ours on {titles[ts]}\nvs {PAPER_SET_TITLE[ts]}")
+        ax.title.set_fontsize(9)
+        ax.set_xlabel(f"{METRIC_TITLE[metric]} (benign positive), mean ± std over seeds")
+        ax.grid(True, axis="x", alpha=0.3)
+    ax = axes[0, 0]
+    ax.set_yticks(range(len(keys)))
+    ax.set_yticklabels(
+        [_row_label(df[(df["paper_id"] == p) & (df["experiment"] == e)]) for p, e in keys],
+        fontsize=7,
+    )
+    ax.set_ylim(len(keys) - 0.5, -0.5)
+    _comparison_legend(fig)
+    fig.suptitle(f"Ours on {DATA_NAME[source]}, against the published results", fontsize=9)
     save(fig, out)

@@ -7,6 +7,18 @@ ignored); BENIGN and BENIGN_WITHOUT_CALLBACK are benign (1), MALIGNANT is 0; the
 patch in no fixed order (told apart by being binary and by size); a mask whose size differs from
 its mammogram is resized (nearest); every contour of the closed mask is one lesion; duplicates
 (same image, same box) are dropped.
+
+How contours become lesions (``data.lesions.contours``):
+
+* ``study``, the original (gan_compare/data_utils/utils.py generate_cbis_ddsm_metapoints and
+  is_metapoint_duplicate; gan_compare/scripts/create_metadata.py create_bcdr_metadata and
+  get_bcdr_bbox): CBIS-DDSM masks are downscaled to 1/4 (nearest), closed with a 9 x 9 square,
+  upscaled x 4 (nearest); every RETR_TREE contour with >= 2 points (holes included) is a lesion;
+  duplicates (same image, same box) are dropped within one CSV row only. BCDR boxes are (min x,
+  min y, max - min, max - min) of the outline, and duplicates (image file name + box) are dropped
+  across every outline row, masses or not, before the mass filter.
+* ``outer``: a 5 x 5 elliptic closing at full size, external contours of area >= 16 px,
+  cv2.boundingRect boxes for BCDR too, duplicates dropped across rows and datasets.
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from . import dicomio
-from .errors import UserError
+from .errors import UserError, check_choice
 from .fileio import read_csv
 
 log = logging.getLogger(__name__)
@@ -70,8 +82,16 @@ LESION_COLUMNS = [
 # ``image`` refers to the mammogram without writing its path (DICOM folder names carry header
 # values such as the study date): ``dicom:<SeriesInstanceUID>/<file>`` under the DICOM root, or
 # ``bcdr:<path relative to the BCDR root>``. crops.resolve_images turns it into a path.
-CLOSING_KERNEL = 5  # "closed" mask: small gaps in hand-drawn outlines do not split a lesion
-MIN_CONTOUR_AREA = 16  # px; specks in a mask are annotation noise, not lesions
+CONTOUR_MODES = ("study", "outer")
+CLOSING_KERNEL = 5  # outer: small gaps in hand-drawn outlines do not split a lesion
+MIN_CONTOUR_AREA = 16  # px; outer: specks in a mask are annotation noise, not lesions
+STUDY_SCALE = 4  # study: the mask is closed at 1/4 size ...
+STUDY_KERNEL = 9  # ... with a 9 x 9 square (36 px at full size)
+
+
+def check_contour_mode(contours: str) -> str:
+    check_choice("data.lesions.contours", contours, CONTOUR_MODES)
+    return contours
 
 
 def read_mass_csv(path: str | Path, portion: str) -> pd.DataFrame:
@@ -127,18 +147,40 @@ def _split_mask_and_patch(files: list[Path], where: str) -> Path:
     return max(masks, key=lambda t: (t[0], str(t[1])))[1]
 
 
-def mask_contours(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Bounding boxes (x, y, w, h) of every contour of the closed binary mask."""
-    binary = (mask > 0).astype(np.uint8)
+def _outer_boxes(binary: np.ndarray) -> list[tuple[int, int, int, int]]:
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (CLOSING_KERNEL, CLOSING_KERNEL))
     closed = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, kernel)
     contours, _ = cv2.findContours(closed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    boxes = [cv2.boundingRect(c) for c in contours if cv2.contourArea(c) >= MIN_CONTOUR_AREA]
-    return sorted(boxes, key=lambda b: (b[1], b[0]))
+    return [cv2.boundingRect(c) for c in contours if cv2.contourArea(c) >= MIN_CONTOUR_AREA]
+
+
+def _study_boxes(binary: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """As generate_cbis_ddsm_metapoints (gan_compare/data_utils/utils.py). The x 4 upscale of the
+    1/4 mask can be a few px larger than the mammogram; boxes keep those coordinates, as there."""
+    f = 1 / STUDY_SCALE
+    small = cv2.resize(binary, (0, 0), fx=f, fy=f, interpolation=cv2.INTER_NEAREST)
+    kernel = np.ones((STUDY_KERNEL, STUDY_KERNEL), np.uint8)
+    closed_small = cv2.morphologyEx(small, cv2.MORPH_CLOSE, kernel)
+    s = STUDY_SCALE
+    closed = cv2.resize(closed_small, (0, 0), fx=s, fy=s, interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(closed, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+    boxes = []
+    for c in contours:
+        box = cv2.boundingRect(c)
+        if c.shape[0] >= 2 and box not in boxes:  # duplicates within this mask (one CSV row)
+            boxes.append(box)
+    return boxes
+
+
+def mask_contours(mask: np.ndarray, contours: str = "outer") -> list[tuple[int, int, int, int]]:
+    """Bounding boxes (x, y, w, h) of the lesions of a binary mask (``contours``: study | outer),
+    ordered top to bottom."""
+    boxes = _study_boxes if check_contour_mode(contours) == "study" else _outer_boxes
+    return sorted(boxes((mask > 0).astype(np.uint8)), key=lambda b: (b[1], b[0]))
 
 
 def _resolve_row(args) -> list[dict]:
-    row, image_files, roi_files = args
+    row, image_files, roi_files, contours = args
     where = f"{row['source']} ({row['image file path'].split('/')[0]})"
     if len(image_files) != 1:
         raise UserError(
@@ -152,7 +194,7 @@ def _resolve_row(args) -> list[dict]:
     if mask.shape != shape:  # known CBIS-DDSM quirk: resize, keep it binary
         log.info("%s: mask %s resized to mammogram %s", where, mask.shape, shape)
         mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
-    boxes = mask_contours(mask)
+    boxes = mask_contours(mask, contours)
     if not boxes:
         raise UserError(f"{where}: ROI mask {mask_path} is empty; the annotation is unusable.")
     folder = row["image file path"].split("/")[0]  # e.g. Mass-Training_P_00001_LEFT_CC
@@ -186,9 +228,11 @@ def cbis_lesions(
     dicom_root: str | Path,
     workers: int = 1,
     patients: set[str] | None = None,
+    contours: str = "outer",
 ) -> pd.DataFrame:
     """Lesions of the CBIS-DDSM mass CSVs (``{"train": path, "test": path}``), optionally only
-    of ``patients`` (a partial download)."""
+    of ``patients`` (a partial download); ``contours``: study | outer (module docstring)."""
+    check_contour_mode(contours)
     frames = [read_mass_csv(p, portion) for portion, p in mass_csvs.items()]
     rows = pd.concat(frames, ignore_index=True)
     if patients is not None:
@@ -212,7 +256,7 @@ def cbis_lesions(
                 f"not found under {dicom_root}; the download is incomplete: rerun the data "
                 "source rule."
             )
-        jobs.append((row.to_dict(), image_files, roi))
+        jobs.append((row.to_dict(), image_files, roi, contours))
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_resolve_row, jobs, chunksize=8))
@@ -228,74 +272,114 @@ def _parse_points(text: str, where: str) -> np.ndarray:
         raise UserError(f"{where}: outline points {text!r} are not integers") from e
 
 
-def bcdr_lesions(root: str | Path) -> pd.DataFrame:
+def _bcdr_box(row, where: str, contours: str, strict: bool = True):
+    """The outline's box; for a non-mass row (``strict`` False) None when its points are unusable
+    (such rows only serve the study's duplicate check)."""
+    try:
+        xs = _parse_points(row["lw_x_points"], where)
+        ys = _parse_points(row["lw_y_points"], where)
+        if len(xs) < 3 or len(xs) != len(ys):
+            raise UserError(f"{where}: outline needs >= 3 matching x/y points")
+    except UserError:
+        if strict:
+            raise
+        return None
+    if contours == "study":  # get_bcdr_bbox (gan_compare/data_utils/utils.py): max - min
+        return int(xs.min()), int(ys.min()), int(xs.max() - xs.min()), int(ys.max() - ys.min())
+    return cv2.boundingRect(np.stack([xs, ys], axis=1))  # max - min + 1
+
+
+def _bcdr_image(csv_path: Path, name: str, where: str) -> Path:
+    """image_filename is relative to the CSV's folder; for a CSV one folder deeper (the
+    original's second outlines location, create_bcdr_metadata: BCDR-F03/BCDR-F03/), to its
+    parent, where the original looks."""
+    for folder in (csv_path.parent, csv_path.parent.parent):
+        if (folder / name).is_file():
+            return folder / name
+    raise UserError(f"{where}: image {csv_path.parent / name} not found.")
+
+
+def _bcdr_lesion(row, csv_path: Path, root: Path, line: int, box) -> dict:
+    where = f"{csv_path}: line {line}"
+    cls = row["classification"].lower()
+    if cls not in BCDR_CLASS:
+        raise UserError(
+            f"{where}: unknown classification {row['classification']!r}; expected one of "
+            f"{sorted(BCDR_CLASS)} (any case)."
+        )
+    image_path = _bcdr_image(csv_path, row["image_filename"], where)
+    side, view = BCDR_VIEW.get(int(row["image_view"]), ("", ""))
+    pid = row["patient_id"]
+    return {
+        "lesion_id": f"bcdr__{pid}_s{row['study_id']}_l{row['lesion_id']}"
+        f"_seg{row['segmentation_id']}_v{row['image_view']}",
+        "dataset": "bcdr",
+        "portion": "test",
+        "patient_id": f"bcdr__{pid}",
+        "image_id": image_path.stem,
+        "label": BCDR_CLASS[cls],
+        "pathology": "BENIGN" if BCDR_CLASS[cls] else "MALIGNANT",
+        "view": view,
+        "side": side,
+        "bbox_x": box[0],
+        "bbox_y": box[1],
+        "bbox_w": box[2],
+        "bbox_h": box[3],
+        "image": f"bcdr:{image_path.relative_to(root).as_posix()}",
+        "source": f"{csv_path.name}:{line}",
+    }
+
+
+def bcdr_lesions(root: str | Path, contours: str = "outer") -> pd.DataFrame:
     """Mass lesions of every ``*outlines*.csv`` under a BCDR folder (published layout: the
-    image_filename column is relative to the CSV's folder; cells carry leading spaces)."""
+    image_filename column is relative to the CSV's folder; cells carry leading spaces).
+    ``contours``: study | outer (module docstring)."""
     root = Path(root)
-    csvs = sorted(root.rglob("*outlines*.csv"))
+    study = check_contour_mode(contours) == "study"
+    csvs = sorted(root.rglob("*outlines*.csv"))  # D01, D02, F01, F02, F03: the original's order
     if not csvs:
         raise UserError(
             f"{root}: no BCDR outlines CSV (*outlines*.csv) found. BCDR is available on request "
             "from https://bcdr.eu; place its dataset folders there, or set data.external: none."
         )
-    out = []
+    out, seen = [], set()
     for csv_path in csvs:
         df = read_csv(csv_path, required=BCDR_COLUMNS, dtype=str, keep_default_na=False)
         df = df.apply(lambda c: c.str.strip())
         ignored = 0
         for i, row in df.iterrows():
-            where = f"{csv_path.name}:{i + 2}"
-            if row["mammography_nodule"] != "1":
+            where = f"{csv_path}: line {i + 2}"
+            mass = row["mammography_nodule"] == "1"
+            box = _bcdr_box(row, where, contours, strict=mass) if mass or study else None
+            # The original (create_bcdr_metadata) drops a row whose image file name and box an
+            # earlier row of any CSV, mass or not, has; the mass filter comes later.
+            key = (Path(row["image_filename"]).name, box)
+            if study and box is not None and key in seen:
+                log.info("%s: duplicate of an earlier outline (image, box): dropped", where)
+                continue
+            seen.add(key)
+            if not mass:
                 ignored += 1  # calcifications and other findings are not masses
                 continue
-            cls = row["classification"].lower()
-            if cls not in BCDR_CLASS:
-                raise UserError(
-                    f"{csv_path}: line {i + 2}: unknown classification {row['classification']!r};"
-                    f" expected one of {sorted(BCDR_CLASS)} (any case)."
-                )
-            xs = _parse_points(row["lw_x_points"], where)
-            ys = _parse_points(row["lw_y_points"], where)
-            if len(xs) < 3 or len(xs) != len(ys):
-                raise UserError(f"{csv_path}: line {i + 2}: outline needs >= 3 matching x/y points")
-            x, y, w, h = cv2.boundingRect(np.stack([xs, ys], axis=1))
-            image_path = csv_path.parent / row["image_filename"]
-            if not image_path.is_file():
-                raise UserError(f"{csv_path}: line {i + 2}: image {image_path} not found.")
-            side, view = BCDR_VIEW.get(int(row["image_view"]), ("", ""))
-            pid = row["patient_id"]
-            out.append(
-                {
-                    "lesion_id": f"bcdr__{pid}_s{row['study_id']}_l{row['lesion_id']}"
-                    f"_seg{row['segmentation_id']}_v{row['image_view']}",
-                    "dataset": "bcdr",
-                    "portion": "test",
-                    "patient_id": f"bcdr__{pid}",
-                    "image_id": image_path.stem,
-                    "label": BCDR_CLASS[cls],
-                    "pathology": "BENIGN" if BCDR_CLASS[cls] else "MALIGNANT",
-                    "view": view,
-                    "side": side,
-                    "bbox_x": x,
-                    "bbox_y": y,
-                    "bbox_w": w,
-                    "bbox_h": h,
-                    "image": f"bcdr:{image_path.relative_to(root).as_posix()}",
-                    "source": where,
-                }
-            )
+            out.append(_bcdr_lesion(row, csv_path, root, i + 2, box))
         log.info("%s: %d outline rows are not masses and were ignored", csv_path, ignored)
     return pd.DataFrame(out, columns=LESION_COLUMNS)
 
 
-def drop_duplicates(df: pd.DataFrame) -> pd.DataFrame:
-    """Drop lesions with the same image and the same box (duplicated metadata rows)."""
-    key = ["image", "bbox_x", "bbox_y", "bbox_w", "bbox_h"]
-    dup = df.duplicated(subset=key, keep="first")
-    if dup.any():
-        log.info("dropped %d duplicate lesion(s): %s", dup.sum(), df.loc[dup, "source"].tolist())
-    out = df.loc[~dup].copy()
-    # Distinct lesions must have distinct ids (a duplicated CSV row shares the id).
+def drop_duplicates(df: pd.DataFrame, contours: str = "outer") -> pd.DataFrame:
+    """Drop lesions with the same image and the same box (duplicated metadata rows) under
+    ``outer``; under ``study`` nothing is dropped here (the original drops duplicates within a
+    CBIS-DDSM row and among BCDR rows only, done when they are read). Either way, distinct
+    lesions get distinct ids (a duplicated CSV row shares the id)."""
+    out = df
+    if check_contour_mode(contours) == "outer":
+        key = ["image", "bbox_x", "bbox_y", "bbox_w", "bbox_h"]
+        dup = df.duplicated(subset=key, keep="first")
+        if dup.any():
+            dropped = df.loc[dup, "source"].tolist()
+            log.info("dropped %d duplicate lesion(s): %s", dup.sum(), dropped)
+        out = df.loc[~dup]
+    out = out.copy()
     clash = out["lesion_id"].duplicated(keep=False)
     if clash.any():
         counts = out.loc[clash].groupby("lesion_id").cumcount() + 1

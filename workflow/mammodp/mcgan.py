@@ -5,9 +5,14 @@ noise z (100) -> five transposed convolutions (16f, 8f, 4f, 2f, f channels with 
 study: 1024 ... 64; kernel 4; BatchNorm + ReLU; no bias) -> transposed conv to 1 channel + tanh.
 Discriminator: label -> Embedding(2, 50) -> Linear(50, 128*128) -> LeakyReLU(0.1) as a second
 input channel; convolutions kernel 6, stride 2, padding 2 (f ... 16f channels, BatchNorm from the
-second, LeakyReLU 0.1) -> final conv + sigmoid. Weights N(0, 0.02). BCE loss, Adam (lr 1e-4,
-beta1 0.5), batch 8, one-sided label smoothing (real targets U(0.7, 1.2)), generator updated every
-second batch, random flips. Images are scaled to [-1, 1], matching tanh.
+second, LeakyReLU 0.1) -> final conv + sigmoid. BCE loss, Adam (lr 1e-4, beta1 0.5), batch 8,
+one-sided label smoothing (real targets U(0.7, 1.2)), generator updated every second batch.
+
+Three details of the original training are options (``GanSpec``), the original's by default:
+``input_range`` (the original feeds real crops in [0, 1] against tanh fakes and maps samples
+[0, 1] -> [0, 255]), ``init`` (the original re-initialises only Conv and BatchNorm weights),
+``augmentation`` (random flips plus RandomResizedCrop) and ``output_cast`` (how samples outside
+the 8-bit range are cast). See ``train`` and ``to_uint8`` for the sources.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, check_choice
 from .fileio import atomic_dir, atomic_path, write_csv, write_json
 from .models import (
     data_fingerprint,
@@ -57,6 +62,29 @@ class GanSpec:
     checkpoint_every: int = 100
     sample_epoch: int | None = None  # which checkpoint samples are drawn from (None: the last)
     seed: int = 0
+    input_range: str = "study"  # study: real crops in [0, 1] | symmetric: [-1, 1] (as tanh)
+    init: str = "study"  # study: Conv and BatchNorm weights only | all: every layer N(0, 0.02)
+    augmentation: str = "study"  # study: flips + RandomResizedCrop | flips
+    output_cast: str = "wrap"  # wrap: the original's uint8 cast | clamp: clip to [0, 255]
+
+    def __post_init__(self):
+        for key, allowed in OPTIONS.items():
+            check_choice(f"synthesis.mcgan.{key}", getattr(self, key), allowed)
+
+
+OPTIONS = {
+    "input_range": ("study", "symmetric"),
+    "init": ("study", "all"),
+    "augmentation": ("study", "flips"),
+    "output_cast": ("wrap", "clamp"),
+}
+# What checkpoints written before these options existed were trained with.
+LEGACY_SPEC = {
+    "input_range": "symmetric",
+    "init": "all",
+    "augmentation": "flips",
+    "output_cast": "clamp",
+}
 
 
 @dataclass(frozen=True)
@@ -121,8 +149,14 @@ class Discriminator(nn.Module):
         return self.net(torch.cat([x, cond], dim=1)).view(-1)
 
 
-def init_weights(module: nn.Module) -> None:
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+def init_weights(module: nn.Module, scheme: str = "study") -> None:
+    """``study``: as the original's ``weights_init``
+    (gan_compare/training/networks/generation/utils.py), which matches class names: Conv*
+    weights N(0, 0.02), BatchNorm* weights N(1, 0.02) and biases 0; Embedding and Linear keep
+    PyTorch's default initialisation. ``all``: Embedding and Linear weights N(0, 0.02) too."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) or (
+        scheme == "all" and isinstance(module, (nn.Linear, nn.Embedding))
+    ):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)
@@ -134,24 +168,63 @@ def init_weights(module: nn.Module) -> None:
 def build(spec: GanSpec) -> tuple[Generator, Discriminator]:
     g = Generator(spec.latent_dim, spec.embedding_dim, spec.width)
     d = Discriminator(spec.embedding_dim, spec.width)
-    g.apply(init_weights)
-    d.apply(init_weights)
+    g.apply(lambda m: init_weights(m, spec.init))
+    d.apply(lambda m: init_weights(m, spec.init))
     return g, d
 
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    return ((x.detach().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).squeeze(1).numpy()
+def to_training_range(images: torch.Tensor, input_range: str) -> torch.Tensor:
+    """Crops as loaded (``models.load_images``: [-1, 1]) -> the range D sees. ``study``: [0, 1],
+    as the original's ToTensor without its commented-out Normalize
+    (gan_compare/scripts/train_gan.py); exactly u / 255 for an 8-bit pixel u."""
+    return (images + 1.0) / 2.0 if input_range == "study" else images
 
 
-def sample_grid(g: Generator, latent_dim: int, per_class: int, seed: int) -> np.ndarray:
+def to_uint8(x: torch.Tensor, input_range: str, output_cast: str) -> np.ndarray:
+    """Generator outputs (N, 1, H, W) -> 8-bit images. ``study`` maps [0, 1] -> [0, 255] (the
+    original's ``interval_mapping(img, 0, 1, 0, 255)`` in gan_compare/scripts/generate.py), so
+    the negative half of tanh falls outside; ``symmetric`` maps [-1, 1] -> [0, 255]. ``wrap`` is
+    the original's ``astype("uint8")``: truncation, then modulo 256, which turns slightly negative
+    values into bright specks (in the study's 3000 published samples, 71 % of the pixels >= 250 lie
+    where the 5x5 median is below 60); ``clamp`` clips to [0, 255] and rounds."""
+    v = x.detach().double().squeeze(1)
+    v = v * 255.0 if input_range == "study" else (v + 1.0) * 127.5
+    if output_cast == "wrap":
+        return torch.remainder(torch.trunc(v).to(torch.int64), 256).to(torch.uint8).numpy()
+    return v.clamp(0, 255).round().to(torch.uint8).numpy()
+
+
+def random_resized_crops(x: torch.Tensor) -> torch.Tensor:
+    """The original's training augmentation after the flips: torchvision's
+    RandomResizedCrop(128, scale=(0.95, 1.0), ratio=(0.95, 1.1)) drawn per sample
+    (gan_compare/scripts/train_gan.py), from torch's global RNG (saved with the training state)."""
+    from torchvision.transforms import InterpolationMode, RandomResizedCrop
+    from torchvision.transforms import functional as tf
+
+    size = x.shape[-1]
+    out = torch.empty_like(x)
+    for i, img in enumerate(x):
+        top, left, h, w = RandomResizedCrop.get_params(img, scale=(0.95, 1.0), ratio=(0.95, 1.1))
+        out[i] = tf.resized_crop(
+            img, top, left, h, w, [size, size], InterpolationMode.BILINEAR, antialias=True
+        )
+    return out
+
+
+def augment(real: torch.Tensor, spec: GanSpec, rng: torch.Generator) -> torch.Tensor:
+    real = random_flips(real, rng)
+    return random_resized_crops(real) if spec.augmentation == "study" else real
+
+
+def sample_grid(g: Generator, spec: GanSpec, per_class: int, seed: int) -> np.ndarray:
     """Rows: malignant (0), benign (1); fixed noise so grids are comparable across epochs."""
     gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(per_class * 2, latent_dim, generator=gen)
+    z = torch.randn(per_class * 2, spec.latent_dim, generator=gen)
     labels = torch.tensor([0] * per_class + [1] * per_class)
     was_training = g.training
     g.eval()
     with torch.no_grad():
-        imgs = to_uint8(g(z, labels))
+        imgs = to_uint8(g(z, labels), spec.input_range, spec.output_cast)
     g.train(was_training)
     rows = [np.hstack(list(imgs[i * per_class : (i + 1) * per_class])) for i in range(2)]
     return np.vstack(rows)
@@ -217,7 +290,7 @@ def train(
     opt_d = torch.optim.Adam(d.parameters(), lr=spec.lr, betas=(spec.beta1, 0.999))
     bce = nn.BCELoss()
     n = len(images)
-    dataset = torch.utils.data.TensorDataset(images, labels)
+    dataset = torch.utils.data.TensorDataset(to_training_range(images, spec.input_range), labels)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=spec.batch_size, shuffle=True, generator=rng
     )
@@ -263,7 +336,7 @@ def train(
                 (d_train(real, y).sum() * 0.0).backward()
                 opt_d.step()
                 continue
-            real = random_flips(real, rng)
+            real = augment(real, spec, rng)
             real, y = real.to(device), y.to(device)
             # Discriminator: one-sided label smoothing on the real targets.
             target_real = (
@@ -302,7 +375,7 @@ def train(
             row["epsilon"] = engine.get_epsilon(dp.delta)
         history.append(row)
         if epoch % spec.checkpoint_every == 0 or epoch == spec.epochs:
-            grid = sample_grid(g, spec.latent_dim, 8, seed=spec.seed)
+            grid = sample_grid(g, spec, 8, seed=spec.seed)
             cv2.imwrite(str(state_dir / "samples" / f"epoch{epoch:05d}.png"), grid)
             if epoch == spec.sample_epoch:
                 _save_generator(g, spec, epoch, state_dir / f"generator_epoch{epoch:05d}.pt")
@@ -399,7 +472,8 @@ def _save_generator(g: Generator, spec: GanSpec, epoch: int, path: Path) -> None
 
 def load_generator(path: str | Path) -> tuple[Generator, GanSpec]:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    spec = GanSpec(**{k: v for k, v in ckpt["spec"].items() if k in GanSpec.__dataclass_fields__})
+    saved = {**LEGACY_SPEC, **ckpt["spec"]}
+    spec = GanSpec(**{k: v for k, v in saved.items() if k in GanSpec.__dataclass_fields__})
     g = Generator(spec.latent_dim, spec.embedding_dim, spec.width)
     g.load_state_dict(ckpt["generator"])
     g.eval()
@@ -420,7 +494,9 @@ def sample(
                 b = min(batch, n_per_class - start)
                 z = torch.randn(b, spec.latent_dim, generator=gen)
                 with torch.no_grad():
-                    imgs = to_uint8(g(z, torch.full((b,), label)))
+                    imgs = to_uint8(
+                        g(z, torch.full((b,), label)), spec.input_range, spec.output_cast
+                    )
                 for i, img in enumerate(imgs):
                     fname = f"mcgan_{start + i:05d}_{name}.png"
                     cv2.imwrite(str(tmp / fname), img)

@@ -139,25 +139,30 @@ IMAGE_SIZE = 128
 
 {generator_source}
 
+{cast_source}
+
+LEGACY_SPEC = {legacy_spec!r}
+
+
 def _load(model_file):
     ckpt = torch.load(model_file, map_location="cpu", weights_only=True)
-    spec = ckpt["spec"]
+    spec = {{**LEGACY_SPEC, **ckpt["spec"]}}
     g = Generator(spec["latent_dim"], spec["embedding_dim"], spec["width"])
     g.load_state_dict(ckpt["generator"])
-    return g.eval(), spec["latent_dim"]
+    return g.eval(), spec
 
 
 def generate(model_file, num_samples, output_path, save_images=True, condition=None, z=None):
-    g, latent_dim = _load(model_file)
+    g, spec = _load(model_file)
     if condition is None:
         labels = torch.arange(num_samples) % 2
     else:
         labels = torch.full((num_samples,), int(condition))
     if z is None:
-        z = torch.randn(num_samples, latent_dim)
+        z = torch.randn(num_samples, spec["latent_dim"])
     with torch.no_grad():
         x = g(z, labels) if num_samples else torch.empty(0, 1, IMAGE_SIZE, IMAGE_SIZE)
-    images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).squeeze(1).numpy()
+    images = to_uint8(x, spec["input_range"], spec["output_cast"])
     if not save_images:
         return list(images)
     Path(output_path).mkdir(parents=True, exist_ok=True)
@@ -179,7 +184,11 @@ def export_package(
     workdir = Path(workdir)
     package = workdir / "models" / model_id
     package.mkdir(parents=True, exist_ok=True)
-    source = _PACKAGE_TEMPLATE.format(generator_source=inspect.getsource(mcgan.Generator))
+    source = _PACKAGE_TEMPLATE.format(
+        generator_source=inspect.getsource(mcgan.Generator),
+        cast_source=inspect.getsource(mcgan.to_uint8),
+        legacy_spec=mcgan.LEGACY_SPEC,
+    )
     (package / "__init__.py").write_text(source)
     shutil.copy(generator_pt, package / f"{model_name}.pt")
     entry = {

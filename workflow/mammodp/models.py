@@ -1,5 +1,6 @@
-"""Classifier models: a timm Swin backbone (``swin_tiny_patch4_window7_224`` in the study) and the
-study's heads, plus saving and loading that keeps frozen-backbone checkpoints small.
+"""Classifier models: the study's Swin-T backbone (torchvision's ``swin_t``; timm names work too,
+e.g. the reduced Swin of the CPU demo) and the study's heads, plus saving and loading that keeps
+frozen-backbone checkpoints small.
 
 Heads: ``mlp`` = Linear(F -> F/2) -> LeakyReLU(0.2) -> Linear(F/2 -> 2) (768 -> 384 -> 2 for
 Swin-T); ``linear`` = Linear(F -> 2). A frozen-backbone checkpoint stores only its head and a
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -27,15 +28,38 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 
+# torchvision's swin_t builder (torchvision/models/swin_transformer.py ``swin_t``): the study's
+# backbone, models.swin_t(weights="IMAGENET1K_V1") (gan_compare/constants.py get_classifier).
+# Built from SwinTransformer directly so that overrides can change any of these arguments.
+TORCHVISION_SWIN_T = {
+    "patch_size": [4, 4],
+    "embed_dim": 96,
+    "depths": [2, 2, 6, 2],
+    "num_heads": [3, 6, 12, 24],
+    "window_size": [7, 7],
+    "stochastic_depth_prob": 0.2,
+}
+# What classifier.model.overrides may set for swin_t (stochastic depth: drop_path_rate).
+TORCHVISION_OVERRIDES = (
+    "patch_size",
+    "embed_dim",
+    "depths",
+    "num_heads",
+    "window_size",
+    "mlp_ratio",
+    "dropout",
+    "attention_dropout",
+)
+
 
 @dataclass(frozen=True)
 class ModelSpec:
-    arch: str = "swin_tiny_patch4_window7_224"
+    arch: str = "swin_t"  # torchvision's swin_t, or a timm model name
     pretrained: str = "imagenet"  # imagenet | none
     weights_file: str | None = None  # local ImageNet weights (offline clusters)
     input_size: int = 224
-    overrides: dict = field(default_factory=dict)  # timm constructor kwargs (a reduced Swin)
-    drop_path_rate: float = 0.1
+    overrides: dict = field(default_factory=dict)  # constructor arguments (a reduced Swin)
+    drop_path_rate: float | None = None  # None: the architecture's default (swin_t 0.2)
     init_seed: int = 0  # seeds the random backbone when pretrained is none
 
     @classmethod
@@ -43,44 +67,150 @@ class ModelSpec:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def create_backbone(spec: ModelSpec, drop_path_rate: float | None = None) -> nn.Module:
-    """A timm backbone returning pooled features (``num_classes=0``)."""
+def create_backbone(spec: ModelSpec) -> nn.Module:
+    """A backbone returning pooled features, with ``num_features``; its stochastic depth is
+    ``spec.drop_path_rate`` (None: the architecture's own default)."""
+    if "drop_path_rate" in spec.overrides or "stochastic_depth_prob" in spec.overrides:
+        raise UserError(
+            "classifier.model.overrides: set stochastic depth with classifier.model."
+            "drop_path_rate (null: the architecture's default), not in overrides."
+        )
+    # Random initialisation draws from the global RNG: keep the caller's stream untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.init_seed)
+        if spec.arch == "swin_t":
+            return _torchvision_swin_t(spec)
+        return _timm_backbone(spec)
+
+
+def _timm_backbone(spec: ModelSpec) -> nn.Module:
+    """A timm backbone (``num_classes=0``: pooled features); the ImageNet weights from the
+    Hugging Face hub or ``weights_file``."""
     import timm
 
-    kwargs = dict(spec.overrides)
+    if not timm.is_model(spec.arch):
+        raise UserError(
+            f"classifier.model.arch: unknown model '{spec.arch}'; use swin_t (torchvision, the "
+            "study's) or a timm model name such as swin_tiny_patch4_window7_224."
+        )
+    kwargs = dict(spec.overrides, num_classes=0)
     if spec.input_size != 224 or "img_size" in kwargs:
         kwargs.setdefault("img_size", spec.input_size)
-    dpr = spec.drop_path_rate if drop_path_rate is None else drop_path_rate
+    if spec.drop_path_rate is not None:  # else timm's default (0.1 for its Swin models)
+        kwargs["drop_path_rate"] = spec.drop_path_rate
     if spec.pretrained == "none":
-        # The same random backbone for every run of a config, as ImageNet weights would be.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(spec.init_seed)
-            return timm.create_model(
-                spec.arch, pretrained=False, num_classes=0, drop_path_rate=dpr, **kwargs
-            )
+        return timm.create_model(spec.arch, pretrained=False, **kwargs)
     overlay = {}
     if spec.weights_file:
-        if not Path(spec.weights_file).is_file():
-            raise UserError(
-                f"classifier.model.weights_file: {spec.weights_file} not found; point it to the "
-                f"{spec.arch} ImageNet weights (.safetensors/.pth) or set pretrained: none."
-            )
+        _check_weights_file(spec)
         overlay = {"file": str(spec.weights_file)}
     try:
         return timm.create_model(
-            spec.arch,
-            pretrained=True,
-            num_classes=0,
-            drop_path_rate=dpr,
-            pretrained_cfg_overlay=overlay or None,
-            **kwargs,
+            spec.arch, pretrained=True, pretrained_cfg_overlay=overlay or None, **kwargs
         )
     except Exception as e:  # hub unreachable, offline mode, missing cache
         raise UserError(
-            f"ImageNet weights for {spec.arch} could not be loaded ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}). Either allow network access to the "
-            "Hugging Face hub, set classifier.model.weights_file to a local copy of the weights, "
-            "or use classifier.model.pretrained: none."
+            f"ImageNet weights for {spec.arch} could not be loaded ({_first_line(e)}). Either "
+            "allow network access to the Hugging Face hub, set classifier.model.weights_file to "
+            "a local copy of the weights, or use classifier.model.pretrained: none."
+        ) from e
+
+
+def _first_line(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _check_weights_file(spec: ModelSpec) -> Path:
+    path = Path(spec.weights_file)
+    if not path.is_file():
+        raise UserError(
+            f"classifier.model.weights_file: {path} not found; point it to the {spec.arch} "
+            "ImageNet weights (.safetensors/.pth) or set pretrained: none."
+        )
+    return path
+
+
+def swin_t_kwargs(spec: ModelSpec) -> dict:
+    """Constructor arguments of torchvision's SwinTransformer: swin_t's, with the overrides."""
+    unknown = sorted(set(spec.overrides) - set(TORCHVISION_OVERRIDES))
+    if unknown:
+        raise UserError(
+            f"classifier.model.overrides: {unknown} are not arguments of torchvision's "
+            f"SwinTransformer for arch swin_t; allowed: {list(TORCHVISION_OVERRIDES)} "
+            "(timm arguments need a timm arch)."
+        )
+    kwargs = {**TORCHVISION_SWIN_T, **spec.overrides}
+    for key in ("patch_size", "window_size"):
+        if isinstance(kwargs[key], int):
+            kwargs[key] = [kwargs[key], kwargs[key]]
+    depths, heads = list(kwargs["depths"]), list(kwargs["num_heads"])
+    if len(depths) != len(heads) or sum(depths) < 2:
+        raise UserError(
+            f"classifier.model.overrides: depths {depths} and num_heads {heads} need one entry "
+            "per stage and at least 2 blocks in all."
+        )
+    if spec.drop_path_rate is not None:
+        kwargs["stochastic_depth_prob"] = float(spec.drop_path_rate)
+    return kwargs
+
+
+def _torchvision_swin_t(spec: ModelSpec) -> nn.Module:
+    """torchvision's SwinTransformer with ``head = Identity``: its forward then returns the
+    pooled features (features -> norm -> permute -> avgpool -> flatten)."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    kwargs = swin_t_kwargs(spec)
+    state, where = (None, None) if spec.pretrained == "none" else _swin_t_imagenet_state(spec)
+    model = SwinTransformer(**kwargs)
+    model.num_features = model.head.in_features
+    model.head = nn.Identity()
+    if state is None:
+        return model
+    body = {k: v for k, v in state.items() if not k.startswith("head.")}  # the 1000-class head
+    try:
+        model.load_state_dict(body)
+    except RuntimeError as e:
+        raise UserError(
+            f"{where}: not the weights of torchvision's swin_t with classifier.model.overrides "
+            f"{spec.overrides} ({str(e).splitlines()[0]}); use overrides {{}} with ImageNet "
+            "weights, or pretrained: none."
+        ) from e
+    return model
+
+
+def _swin_t_imagenet_state(spec: ModelSpec) -> tuple[dict, str]:
+    """torchvision's IMAGENET1K_V1 state_dict for swin_t (81.474 % top-1): from
+    ``weights_file``, else torchvision's own download (its cache, hash-checked)."""
+    from torchvision.models import Swin_T_Weights
+
+    weights = Swin_T_Weights.IMAGENET1K_V1
+    if spec.weights_file:
+        path = _check_weights_file(spec)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise UserError(
+                f"classifier.model.weights_file: {path} is not a readable torch state_dict "
+                f"({_first_line(e)}); give torchvision's {weights.url.rsplit('/', 1)[-1]}."
+            ) from e
+        if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+            raise UserError(
+                f"classifier.model.weights_file: {path} is not a state_dict (name -> tensor); "
+                f"give torchvision's {weights.url.rsplit('/', 1)[-1]}."
+            )
+        # torchvision names its files <name>-<first 8 hex digits of the sha256>.pth.
+        expected = weights.url.rsplit("-", 1)[-1].split(".")[0]
+        if not sha256_file(path).startswith(expected):
+            log.warning("%s is not torchvision's IMAGENET1K_V1 file (%s): using it", path, expected)
+        return state, str(path)
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True), weights.url
+    except Exception as e:  # offline, proxy, corrupt cache
+        raise UserError(
+            f"ImageNet weights for swin_t could not be downloaded from {weights.url} "
+            f"({_first_line(e)}). Either allow network access (torchvision caches them under "
+            "$TORCH_HOME/hub/checkpoints), set classifier.model.weights_file to a local copy of "
+            "that file, or use classifier.model.pretrained: none."
         ) from e
 
 
@@ -144,25 +274,42 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
-def load_backbone(path: str | os.PathLike, drop_path_rate: float | None = None) -> nn.Module:
-    """The backbone of a checkpoint, following frozen-backbone references to their source."""
-    ckpt = load_checkpoint(path)
-    spec = ModelSpec.from_dict(ckpt["model_spec"])
-    if ckpt["backbone"] is not None:
-        backbone = create_backbone(
-            ModelSpec(**{**asdict(spec), "pretrained": "none"}), drop_path_rate
-        )
-        backbone.load_state_dict(ckpt["backbone"])
-        return backbone
-    source = ckpt["backbone_source"]
-    if source["kind"] == "pretrained":
-        return create_backbone(spec, drop_path_rate)
-    src_path = Path(source["path"])
-    if src_path.is_file() and sha256_file(src_path) != source["sha256"]:
-        raise UserError(
-            f"{path}: its backbone source {src_path} changed since training; rebuild {path}."
-        )
-    return load_backbone(src_path, drop_path_rate)
+AS_SAVED = "as_saved"  # load_backbone: the stochastic depth the checkpoint's job ran with
+
+
+def backbone_origin(path: str | os.PathLike, ckpt: dict | None = None) -> tuple[Path, dict]:
+    """The checkpoint that holds a checkpoint's backbone, and its content: itself when it trained
+    its backbone or refers to pretrained weights, else the source its frozen backbone came from,
+    followed through every frozen link (each checked against the sha256 recorded at training)."""
+    path = Path(path)
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
+    while ckpt["backbone"] is None and ckpt["backbone_source"]["kind"] == "model":
+        source = ckpt["backbone_source"]
+        src_path = Path(source["path"])
+        if src_path.is_file() and sha256_file(src_path) != source["sha256"]:
+            raise UserError(
+                f"{path}: its backbone source {src_path} changed since training; rebuild {path}."
+            )
+        path, ckpt = src_path, load_checkpoint(src_path)
+    return path, ckpt
+
+
+def load_backbone(
+    path: str | os.PathLike, drop_path_rate: float | None | str = AS_SAVED
+) -> nn.Module:
+    """The backbone of a checkpoint, following frozen-backbone references to their source.
+    ``drop_path_rate``: its stochastic depth: a rate, None (the architecture's default) or
+    ``AS_SAVED`` (what the checkpoint's own job ran with)."""
+    top = load_checkpoint(path)
+    if drop_path_rate == AS_SAVED:
+        drop_path_rate = ModelSpec.from_dict(top["model_spec"]).drop_path_rate
+    _, ckpt = backbone_origin(path, top)
+    spec = replace(ModelSpec.from_dict(ckpt["model_spec"]), drop_path_rate=drop_path_rate)
+    if ckpt["backbone"] is None:  # pretrained weights (or a seeded random init)
+        return create_backbone(spec)
+    backbone = create_backbone(replace(spec, pretrained="none"))
+    backbone.load_state_dict(ckpt["backbone"])
+    return backbone
 
 
 def load_model(path: str | os.PathLike) -> tuple[Classifier, dict]:

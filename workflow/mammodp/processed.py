@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import pandas as pd
 
-from .crops import CROP_COLUMNS
+from .crops import CROP_COLUMNS, WINDOW_COLUMNS
 from .errors import UserError
 from .fileio import sha256_file
 from .split import SPLITS, check_no_leak
@@ -72,9 +72,50 @@ def import_processed(root: str | Path) -> tuple[pd.DataFrame, dict[str, list[str
             f"{root}: no published crops found (expected <dataset>/<split>/<class>/*.png)"
         )
     index = pd.DataFrame(rows, columns=CROP_COLUMNS)
+    for col in WINDOW_COLUMNS:  # the published crops' boxes and windows are unknown
+        index[col] = pd.NA
     published = {k: sorted(v) for k, v in split.items()}
     check_no_leak(published)
     return index, published
+
+
+STUDY_SPLIT_DATASET = "cbis-ddsm"
+STUDY_SPLIT_ABOUT = (
+    "The study's patient split (Osuala et al. 2024), read from the file names of the published "
+    "crops dataset16062024/cbis-ddsm/<train|val|test>/ of github.com/RichardObi/mammo_dp "
+    "(commit 20caed7); ids as the lesion table writes them. BCDR is test only (not listed). "
+    "Rebuild: mammodp study-split --path <dataset16062024> --out <this file>."
+)
+
+
+def study_split(root: str | Path) -> dict:
+    """The study's CBIS-DDSM split: patient ids (``cbis-ddsm__P_00001``, as import_processed and
+    the lesion table write them) per published folder ``<root>/cbis-ddsm/<split>/``; checked for
+    the published layout and for patients in two splits. File names only: no image is read."""
+    folder = Path(root) / STUDY_SPLIT_DATASET
+    if not folder.is_dir():
+        raise UserError(
+            f"{folder}: not found. Point --path to the dataset16062024 folder of "
+            "github.com/RichardObi/mammo_dp (it holds cbis-ddsm/ and bcdr/)."
+        )
+    split: dict[str, set[str]] = {s: set() for s in SPLITS}
+    for png in sorted(folder.glob("*/*/*.png")):
+        split_name, label_folder = png.parts[-3:-1]
+        m = NAME.match(png.name)
+        if not m or split_name not in SPLITS or label_folder not in FOLDER_LABEL:
+            raise UserError(
+                f"{png}: not in the published layout "
+                "(cbis-ddsm/<train|val|test>/<is_benign_true|false>/patient..._is_benign_<0|1>.png)"
+            )
+        if m["dataset"] != STUDY_SPLIT_DATASET:
+            raise UserError(f"{png}: a {m['dataset']} crop in the cbis-ddsm folder")
+        split[split_name].add(f"{STUDY_SPLIT_DATASET}__{m['patient']}")
+    if not all(split.values()):
+        empty = [k for k, v in split.items() if not v]
+        raise UserError(f"{folder}: no published crops in {empty}; the folder is incomplete.")
+    out = {k: sorted(v) for k, v in split.items()}
+    check_no_leak(out)
+    return {"about": STUDY_SPLIT_ABOUT, **out}
 
 
 DUPLICATE_POLICY = "keep all (as in the study's evaluation); listed for transparency"

@@ -11,12 +11,14 @@ import logging
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from .crops import WINDOW_COLUMNS
 from .errors import UserError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ["path", "lesion_id", "patient_id", "dataset", "split", "label", "sha256"]
+TRAINING_DATASET = "cbis-ddsm"  # the others are external test sets
 
 
 def make_split(index: pd.DataFrame, val_fraction: float, seed: int) -> dict[str, list[str]]:
@@ -60,9 +62,25 @@ def validate_split_file(split: dict, source: str) -> dict[str, list[str]]:
     return {k: sorted(map(str, split[k])) for k in SPLITS}
 
 
+def with_external_in_test(index: pd.DataFrame, split: dict[str, list[str]]) -> dict:
+    """``split`` with the patients of external-set crops (dataset != cbis-ddsm) that it does not
+    list added to test; a patient it lists stays where it is."""
+    listed = {pid for name in SPLITS for pid in split[name]}
+    external = index.loc[index["dataset"] != TRAINING_DATASET, "patient_id"]
+    extra = sorted(set(external) - listed)
+    if extra:
+        log.info("%d external patient(s) not in the split file go to test", len(extra))
+    out = {name: list(split[name]) for name in SPLITS}
+    out["test"] = sorted(out["test"] + extra)
+    check_no_leak(out)
+    return out
+
+
 def apply_split(index: pd.DataFrame, split: dict[str, list[str]], source: str) -> pd.DataFrame:
-    """The crops manifest: the index with a ``split`` column; checks every crop is assigned and
-    that train, val and test each hold both classes."""
+    """The crops manifest: the index with a ``split`` column (and the crop windows, empty where
+    the index has none); checks every crop is assigned and that train, val and test each hold
+    both classes. External patients the split does not list are test (with_external_in_test)."""
+    split = with_external_in_test(index, split)
     where = {pid: name for name in SPLITS for pid in split[name]}
     manifest = index.copy()
     manifest["split"] = manifest["patient_id"].map(where)
@@ -73,7 +91,7 @@ def apply_split(index: pd.DataFrame, split: dict[str, list[str]], source: str) -
             f"{list(missing[:5])}. Add them to the split file."
         )
     for name in SPLITS:
-        part = manifest[(manifest["split"] == name) & (manifest["dataset"] == "cbis-ddsm")]
+        part = manifest[(manifest["split"] == name) & (manifest["dataset"] == TRAINING_DATASET)]
         if name != "test" or len(part):
             classes = set(part["label"].astype(int))
             if classes != {0, 1}:
@@ -82,4 +100,7 @@ def apply_split(index: pd.DataFrame, split: dict[str, list[str]], source: str) -
                     "only; each split needs benign (1) and malignant (0) crops. Use more "
                     "patients or another split seed."
                 )
-    return manifest[MANIFEST_COLUMNS].reset_index(drop=True)
+    for col in WINDOW_COLUMNS:
+        if col not in manifest:
+            manifest[col] = pd.NA
+    return manifest[MANIFEST_COLUMNS + WINDOW_COLUMNS].reset_index(drop=True)

@@ -3,7 +3,9 @@
 Main table: one row per experiment, grouped as the study (real, real + synthetic, synthetic,
 synthetic pretraining, ablations), non-DP first then ascending epsilon; per test set accuracy, F1,
 AUROC and AUPRC as mean +/- population std over the seeds that finished. Missing runs show as
-missing, never as zero.
+missing, never as zero. Titles name the data the numbers were computed on (``labels``): a phantom
+run is never called CBIS-DDSM; the intended ablations (their source model is loaded, which the
+study's code silently did not do) carry a footnote.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pandas as pd
 from .config import load_experiments
 from .errors import UserError
 from .fileio import atomic_path, read_csv, write_csv
+from .labels import DATA_NAME, set_titles
 
 GROUP_ORDER = ["real", "real+synthetic", "synthetic", "synthetic-pretrained", "ablation", "extra"]
 GROUP_TITLE = {
@@ -31,7 +34,16 @@ GROUP_TITLE = {
 TABLE_METRICS = ("accuracy", "f1", "auroc", "auprc")
 METRIC_TITLE = {"accuracy": "Acc", "f1": "F1", "auroc": "AUROC", "auprc": "AUPRC"}
 TEST_SETS = ("cbis-ddsm", "bcdr")
-TEST_TITLE = {"cbis-ddsm": "CBIS-DDSM test", "bcdr": "External test (BCDR)"}
+ABLATION_MARK = "†"
+
+
+def ablation_note(paper_ids) -> str:
+    ids = "/".join(sorted(set(paper_ids), key=lambda p: (len(p), p)))
+    return (
+        f"{ABLATION_MARK} The intended ablation: our run starts from its source model's head; the "
+        f"study's code silently discarded it, so the paper's {ids} results are not comparable "
+        "with these rows."
+    )
 
 
 def _load_runs(metric_paths) -> dict[str, list[dict]]:
@@ -94,9 +106,10 @@ def _present_sets(df: pd.DataFrame) -> list[str]:
 
 def _row_cells(r: dict, sets: list[str]) -> list[str]:
     """One experiment's cells, the same in the Markdown and the LaTeX table."""
+    ablation = r["group"] == "ablation" and r["paper_id"] != "-"
     cells = [
         r["experiment"],
-        r["paper_id"],
+        r["paper_id"] + (ABLATION_MARK if ablation else ""),
         _eps(r["dp_epsilon"]),
         f"{r['seeds_finished']}/{r['seeds_planned']}",
     ]
@@ -105,10 +118,15 @@ def _row_cells(r: dict, sets: list[str]) -> list[str]:
     ]
 
 
-def main_markdown(df: pd.DataFrame) -> str:
+def _ablation_ids(df: pd.DataFrame) -> list[str]:
+    return [p for g, p in zip(df["group"], df["paper_id"], strict=True) if g == "ablation"]
+
+
+def main_markdown(df: pd.DataFrame, *, source: str) -> str:
     sets = _present_sets(df) or ["cbis-ddsm"]
+    titles = set_titles(source)
     head = ["Experiment", "Paper", "ε", "Seeds"] + [
-        f"{TEST_TITLE[ts]} {METRIC_TITLE[m]}" for ts in sets for m in TABLE_METRICS
+        f"{titles[ts]} {METRIC_TITLE[m]}" for ts in sets for m in TABLE_METRICS
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     group = None
@@ -119,9 +137,11 @@ def main_markdown(df: pd.DataFrame) -> str:
         cells = _row_cells(r, sets)
         lines.append("| " + " | ".join(cells) + " |")
     note = (
-        "\nMean ± population standard deviation over the seeds that finished (Seeds column); "
-        "– marks a missing value. Benign is the positive class.\n"
+        f"\nData: {DATA_NAME[source]}. Mean ± population standard deviation over the seeds "
+        "that finished (Seeds column); – marks a missing value. Benign is the positive class.\n"
     )
+    if ablations := _ablation_ids(df):
+        note += "\n" + ablation_note(ablations) + "\n"
     return "\n".join(lines) + "\n" + note
 
 
@@ -134,13 +154,15 @@ def _tex_escape(s: str) -> str:
         ("#", r"\#"),
         ("±", r"$\pm$"),
         ("–", "--"),
+        (ABLATION_MARK, r"$^\dagger$"),
     ):
         s = s.replace(a, b)
     return s
 
 
-def main_latex(df: pd.DataFrame) -> str:
+def main_latex(df: pd.DataFrame, *, source: str) -> str:
     sets = _present_sets(df) or ["cbis-ddsm"]
+    titles = set_titles(source)
     ncol = 4 + len(sets) * len(TABLE_METRICS)
     spec = "llrr" + "c" * (len(sets) * len(TABLE_METRICS))
     out = [
@@ -151,8 +173,7 @@ def main_latex(df: pd.DataFrame) -> str:
         r"\toprule",
     ]
     top = [" ", " ", " ", " "] + [
-        rf"\multicolumn{{{len(TABLE_METRICS)}}}{{c}}{{{_tex_escape(TEST_TITLE[ts])}}}"
-        for ts in sets
+        rf"\multicolumn{{{len(TABLE_METRICS)}}}{{c}}{{{_tex_escape(titles[ts])}}}" for ts in sets
     ]
     out.append(" & ".join(top) + r" \\")
     rules = []
@@ -176,11 +197,16 @@ def main_latex(df: pd.DataFrame) -> str:
             )
         cells = _row_cells(r, sets)
         out.append(" & ".join(_tex_escape(str(c)) for c in cells) + r" \\")
+    caption = (
+        f"Classification on {DATA_NAME[source]}: mean ± population standard deviation over "
+        "seeds (benign positive). – marks a missing value."
+    )
+    if ablations := _ablation_ids(df):
+        caption += " " + ablation_note(ablations)
     out += [
         r"\bottomrule",
         r"\end{tabular}",
-        r"\caption{Classification on the test sets: mean $\pm$ population standard deviation "
-        r"over seeds (benign positive). -- marks a missing value.}",
+        rf"\caption{{{_tex_escape(caption)}}}",
         r"\label{tab:main}",
         r"\end{table}",
     ]
@@ -243,12 +269,16 @@ def _write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def write_tables(metric_paths, experiments_table, selected, seeds, frd_csv, out_dir) -> None:
+def write_tables(
+    metric_paths, experiments_table, selected, seeds, frd_csv, out_dir, *, source: str
+) -> None:
+    """main.{csv,md,tex}, privacy.{csv,md}, fidelity.{csv,md}; ``source`` (data.source) names
+    the data in the titles and in main.csv's ``data_source`` column."""
     out_dir = Path(out_dir)
     df = summarise(metric_paths, experiments_table, selected, seeds)
-    write_csv(out_dir / "main.csv", df)
-    _write_text(out_dir / "main.md", main_markdown(df))
-    _write_text(out_dir / "main.tex", main_latex(df))
+    write_csv(out_dir / "main.csv", df.assign(data_source=source))
+    _write_text(out_dir / "main.md", main_markdown(df, source=source))
+    _write_text(out_dir / "main.tex", main_latex(df, source=source))
     privacy_paths = [Path(p).with_name("privacy.json") for p in metric_paths]
     priv = privacy_table(privacy_paths)
     write_csv(out_dir / "privacy.csv", priv)
@@ -256,4 +286,5 @@ def write_tables(metric_paths, experiments_table, selected, seeds, frd_csv, out_
     if frd_csv:
         frd = read_csv(frd_csv)
         write_csv(out_dir / "fidelity.csv", frd)
-        _write_text(out_dir / "fidelity.md", _markdown(frd.drop(columns=["frd_score_version"])))
+        fidelity = _markdown(frd.drop(columns=["frd_score_version"]))
+        _write_text(out_dir / "fidelity.md", fidelity + f"\nData: {DATA_NAME[source]}.\n")

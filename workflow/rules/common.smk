@@ -9,11 +9,13 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, str(Path(workflow.basedir)))
 from mammodp.config import (  # noqa: E402
     CASE_CSVS,
+    STUDY_SPLIT,
     ConfigError,
     load_experiments,
     select_experiments,
     validate_config,
 )
+from mammodp.labels import data_labels  # noqa: E402
 from mammodp.provenance import git_commit  # noqa: E402
 
 CONFIG_SOURCE = (
@@ -136,6 +138,8 @@ def crop_index():
 
 
 def split_file_input():
+    if config["data"]["split"]["file"] == STUDY_SPLIT:
+        return workflow.source_path("../../resources/study_split.json")
     if config["data"]["split"]["file"]:
         return config["data"]["split"]["file"]
     if config["data"]["source"] == "processed":
@@ -153,7 +157,8 @@ def run_dir(experiment, seed):
 
 def backbone_key(experiment, seed):
     """Which backbone weights an experiment's frozen backbone has: the configured pretrained
-    ones, or those of the experiment in its pretraining chain that trained every layer.
+    ones, or those of the experiment in its pretraining chain (from: and backbone: links alike:
+    a frozen source passes on the backbone it was given) that trained every layer.
     """
     exp = EXPERIMENTS[experiment]
     while exp.source:
@@ -174,7 +179,7 @@ def classify_inputs(wildcards):
     if "synthetic" in exp.train_data:
         inputs["synthetic"] = synthetic_manifest()
     if exp.source:
-        # Pretraining is a DAG edge: the source experiment of the same seed.
+        # Pretraining (from: and backbone:) is a DAG edge: the source experiment, same seed.
         inputs["source_model"] = f"{run_dir(exp.source, wildcards.seed)}/model.pt"
     if uses_feature_cache(exp):
         key = backbone_key(wildcards.experiment, wildcards.seed)
@@ -236,10 +241,36 @@ def figure_inputs(wildcards):
         "experiments": config["experiments"]["table"],
         "manifest": f"{DATA}/crops.csv",
         "synthetic": synthetic_manifest(),
+        "comparison": rules.tables.output.comparison,
     }
     if GENERATOR == "mcgan":
         inputs["losses"] = "results/synthesis/mcgan/model"
     return inputs
+
+
+def comparison_context():
+    """What decides whether our results are comparable with the study's published ones
+    (results/tables/paper_comparison.*): data and synthetic source, backbone, epochs, seeds.
+    """
+    s = config["synthesis"]
+    return as_json(
+        {
+            "data_source": config["data"]["source"],
+            "external": config["data"]["external"],
+            "generator": GENERATOR,
+            "medigan_model": s["medigan"]["model_id"],
+            "n_per_class": s["n_per_class"],
+            "mcgan": {"width": s["mcgan"]["width"], "dp": s["mcgan"]["dp"]["enabled"]},
+            "model": config["classifier"]["model"],
+            "epochs": config["classifier"]["train"]["epochs"],
+            "seeds": SEEDS,
+        }
+    )
+
+
+# The names of the data in the report captions (snakemake.params.labels): a phantom run is
+# never called CBIS-DDSM.
+REPORT_LABELS = data_labels(config["data"]["source"], GENERATOR)
 
 
 def gan_loss_figures():

@@ -122,10 +122,11 @@ rule lesions:
     threads: config["data"]["threads"]
     params:
         args=lesion_args,
+        contours=config["data"]["lesions"]["contours"],
     shell:
         "mammodp lesions --mass-train {input.mass_train} --mass-test {input.mass_test}"
         " --calc {input.calc_train} {input.calc_test} {params.args}"
-        " --workers {threads} --out {output} > {log} 2>&1"
+        " --contours {params.contours} --workers {threads} --out {output} > {log} 2>&1"
 
 
 rule crop:
@@ -144,9 +145,11 @@ rule crop:
     params:
         spec=as_json(config["data"]["crop"]),
         args=lesion_args,
+        bcdr_intensity=config["data"]["bcdr"]["intensity"],
     shell:
         "mammodp crop --lesions {input.lesions} --spec {params.spec:q} {params.args}"
-        " --out-dir {output.crops} --index {output.index} --workers {threads} > {log} 2>&1"
+        " --bcdr-intensity {params.bcdr_intensity} --out-dir {output.crops}"
+        " --index {output.index} --workers {threads} > {log} 2>&1"
 
 
 rule fetch_published:

@@ -17,12 +17,20 @@ rule frd:
     params:
         versions=" ".join(config["fidelity"]["frd_versions"]),
         seed=config["fidelity"]["seed"],
+        design=config["fidelity"]["design"],
+        normalisation=config["fidelity"]["normalisation"],
         max_images=(
             f"--max-images {config['fidelity']['max_images']}"
             if config["fidelity"]["max_images"]
             else ""
         ),
+        set_size=(
+            f"--set-size {config['fidelity']['set_size']}"
+            if config["fidelity"]["set_size"]
+            else ""
+        ),
     shell:
         "mammodp frd --manifest {input.manifest} --synthetic {input.synthetic}"
-        " --versions {params.versions} --seed {params.seed} --threads {threads} {params.max_images}"
-        " --out {output} > {log} 2>&1"
+        " --versions {params.versions} --seed {params.seed} --threads {threads}"
+        " --design {params.design} --normalisation {params.normalisation}"
+        " {params.max_images} {params.set_size} --out {output} > {log} 2>&1"

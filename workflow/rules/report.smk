@@ -7,6 +7,9 @@ rule tables:
         privacy=run_files("privacy.json"),
         experiments=config["experiments"]["table"],
         frd="results/fidelity/frd.csv",
+        # Shipped with the workflow: the study's own numbers, found from any working directory.
+        paper_results=workflow.source_path("../../resources/paper_results.csv"),
+        paper_fidelity=workflow.source_path("../../resources/paper_fidelity.csv"),
     output:
         main=multiext("results/tables/main", ".md", ".tex"),
         main_csv=report(
@@ -29,6 +32,19 @@ rule tables:
             category="1. Tables",
             labels={"table": "fidelity (FRD)"},
         ),
+        comparison_md="results/tables/paper_comparison.md",
+        comparison=report(
+            "results/tables/paper_comparison.csv",
+            caption="../report/paper_comparison.rst",
+            category="1. Tables",
+            labels={"table": "published vs ours"},
+        ),
+        comparison_fidelity=report(
+            "results/tables/paper_comparison_fidelity.csv",
+            caption="../report/paper_comparison_fidelity.rst",
+            category="1. Tables",
+            labels={"table": "published vs ours (FRD)"},
+        ),
     log:
         "results/logs/report/tables.log",
     benchmark:
@@ -38,10 +54,13 @@ rule tables:
     params:
         select=" ".join(SELECTED),
         seeds=" ".join(map(str, SEEDS)),
+        context=comparison_context(),
+        labels=REPORT_LABELS,
     shell:
         "mammodp tables --metrics {input.metrics} --experiments-table {input.experiments}"
         " --select {params.select} --seeds {params.seeds} --frd {input.frd}"
-        " --out-dir results/tables > {log} 2>&1"
+        " --context {params.context:q} --paper-results {input.paper_results}"
+        " --paper-fidelity {input.paper_fidelity} --out-dir results/tables > {log} 2>&1"
 
 
 rule figures:
@@ -66,8 +85,18 @@ rule figures:
             category="2. Figures",
             labels={"figure": "real vs synthetic crops"},
         ),
+        comparison=report(
+            "results/figures/paper_comparison.png",
+            caption="../report/paper_comparison_figure.rst",
+            category="2. Figures",
+            labels={"figure": "published vs ours (AUROC)"},
+        ),
         pdfs=multiext(
-            "results/figures/", "privacy_utility.pdf", "roc_pr.pdf", "samples.pdf"
+            "results/figures/",
+            "privacy_utility.pdf",
+            "roc_pr.pdf",
+            "samples.pdf",
+            "paper_comparison.pdf",
         ),
         gan=gan_loss_figures(),
     log:
@@ -84,9 +113,14 @@ rule figures:
             else ""
         ),
         seed=config["synthesis"]["seed"],
+        source=config["data"]["source"],
+        generator=GENERATOR,
+        labels=REPORT_LABELS,
     shell:
         "mammodp figures --metrics {input.metrics} --experiments-table {input.experiments}"
         " --select {params.select} --manifest {input.manifest} --synthetic {input.synthetic}"
+        " --comparison {input.comparison} --data-source {params.source}"
+        " --generator {params.generator}"
         " {params.gan} --seed {params.seed} --out-dir results/figures > {log} 2>&1"
 
 
