@@ -14,6 +14,7 @@ import pytest
 
 from mammodp import cli, comparison, tables
 from mammodp.errors import UserError
+from mammodp.fidelity import normalisation_label
 from mammodp.labels import data_labels
 
 from .conftest import REPO, demo_config
@@ -25,6 +26,89 @@ PREFIX = {"cbis-ddsm": "cbis", "bcdr": "bcdr"}
 
 def _ctx(**changes) -> comparison.Context:
     return comparison.Context(**{**STUDY, **changes})
+
+
+def _settings(**changes) -> dict:
+    """The study's settings with some keys changed (dotted config keys)."""
+    return {**STUDY["settings"], **changes}
+
+
+def test_the_studys_settings_decide_per_scope(tmp_path):
+    """Each scope of the study's settings makes exactly the rows it concerns not comparable:
+    rebuilt crops (tcia only), training (every row), DP (rows with DP in their lineage), the
+    MCGAN's recipe (rows with its crops in their lineage)."""
+    chosen = [
+        "real_frozen_nodp",
+        "real_frozen_dp_eps6",
+        "realsyn_frozen_dp_eps6",
+        "realdp6_to_syn_frozen_nodp",
+    ]
+    paths = _study_runs(tmp_path, chosen)
+
+    def rows(**changes):
+        df = comparison.compare(paths, TABLE, chosen, _ctx(**changes), PAPER_RESULTS)
+        return {pid: _row(df, pid, "cbis-ddsm", "auroc") for pid in ("dbr0", "dbr1", "dbr2")}
+
+    centred = _settings(**{"data.crop.framing": "centred"})
+    for r in rows(data_source="tcia", settings=centred).values():
+        assert not r.comparable and 'data.crop.framing = "centred" (the study: "study")' in r.reason
+    assert all(r.comparable for r in rows(data_source="processed", settings=centred).values())
+    lr = rows(settings=_settings(**{"classifier.train.lr": 1e-4}))
+    assert all("classifier.train.lr = 0.0001" in r.reason for r in lr.values())
+    delta = rows(settings=_settings(**{"classifier.dp.delta": 1e-5}))
+    assert delta["dbr0"].comparable
+    assert "other DP settings: classifier.dp.delta = 1e-05" in delta["dbr1"].reason
+    assert not delta["dbr2"].comparable
+    df = comparison.compare(
+        paths,
+        TABLE,
+        chosen,
+        _ctx(settings=_settings(**{"classifier.dp.delta": 1e-5})),
+        PAPER_RESULTS,
+    )
+    assert "other DP settings" in _row(df, "dbr3", "cbis-ddsm", "auroc").reason  # a DP source
+    flips = rows(generator="mcgan", settings=_settings(**{"synthesis.mcgan.augmentation": "flips"}))
+    assert flips["dbr0"].comparable and flips["dbr1"].comparable
+    assert 'synthesis.mcgan.augmentation = "flips"' in flips["dbr2"].reason
+    # The published generator ignores the MCGAN's settings.
+    assert rows(settings=_settings(**{"synthesis.mcgan.augmentation": "flips"}))["dbr2"].comparable
+    depth = rows(model={**STUDY["model"], "drop_path_rate": 0.1})
+    assert all("stochastic depth 0.1 (the study: 0.2)" in r.reason for r in depth.values())
+    assert rows(model={**STUDY["model"], "drop_path_rate": 0.2})["dbr0"].comparable
+
+
+def test_synthetic_lineage_follows_what_is_loaded():
+    """backbone: of a head-only source loads that source's own backbone origin, not what its
+    head saw; from: loads the whole source; a fully trained source passes on its data."""
+    from mammodp.config import Experiment
+
+    def exp(name, train, trained, init):
+        return Experiment(name, "-", "x", train, trained, "mlp", init, None)
+
+    table = {
+        e.experiment: e
+        for e in (
+            exp("syn_head", "synthetic", "head", "backbone"),
+            exp("syn_all", "synthetic", "all", "backbone"),
+            exp("real_head_on_syn_head", "real", "head", "backbone:syn_head"),
+            exp("real_from_syn_head", "real", "head", "from:syn_head"),
+            exp("real_head_on_syn_all", "real", "head", "backbone:syn_all"),
+            exp("real_all_on_syn_all", "real", "all", "backbone:syn_all"),
+            exp("chain", "real", "head", "backbone:real_head_on_syn_all"),
+            exp("chain_none", "real", "head", "backbone:real_head_on_syn_head"),
+        )
+    }
+    used = {n: comparison.uses_synthetic(table, n) for n in table}
+    assert used == {
+        "syn_head": True,
+        "syn_all": True,
+        "real_head_on_syn_head": False,
+        "real_from_syn_head": True,
+        "real_head_on_syn_all": True,
+        "real_all_on_syn_all": True,
+        "chain": True,
+        "chain_none": False,
+    }
 
 
 def _published() -> dict[tuple[str, str, str], list[float]]:
@@ -155,10 +239,19 @@ def test_experiment_reasons_ablation_seeds_and_generator(tmp_path):
     r = _row(mcgan, "dbr2", "cbis-ddsm", "auroc")
     assert r.comparable and "another generator" in r["flags"]
     assert _row(mcgan, "dbr0", "cbis-ddsm", "auroc")["flags"] == "published crops"
-    reduced = _ctx(generator="mcgan", mcgan={"width": 16, "dp": True}, n_per_class=64)
+    reduced = _ctx(
+        generator="mcgan",
+        mcgan_dp=True,
+        settings=_settings(**{"synthesis.mcgan.width": 16}),
+        n_per_class=64,
+    )
     r = _row(comparison.compare(paths, TABLE, chosen, reduced, PAPER_RESULTS), "dbr2", "bcdr", "f1")
     assert not r.comparable
-    for needle in ("reduced generator", "DP-trained generator", "64 synthetic crops per class"):
+    for needle in (
+        "MCGAN not trained with the study's recipe: synthesis.mcgan.width = 16 (the study: 64)",
+        "DP-trained generator",
+        "64 synthetic crops per class",
+    ):
         assert needle in r.reason
     # Seeds: ours cover 42 and 43 only.
     two = _study_runs(tmp_path / "two", ["real_frozen_nodp"], seeds=(42, 43))
@@ -209,7 +302,7 @@ def _frd_rows(version="v0", cls="pooled"):
             "n_a": 100,
             "n_b": 90,
             "frd_version": version,
-            "normalisation": "x",
+            "normalisation": normalisation_label(version),
             "value": v,
             "frd_score_version": "0.0.2",
         }
@@ -227,7 +320,9 @@ def test_frd_beside_the_paper_from_an_older_frd_csv(tmp_path):
         assert (r["published_mean"], r["published_std"]) == paper[r["comparison"]]
         assert r["ours_mean"] == v and r["ours_std"] == 0 and r["ours_pairs"] == 1
         assert r["design"] == f"{a} vs {b}" and r["set_sizes"] == "100 / 90"
-        assert r["comparable"] and abs(r["difference"] - (v - paper[r["comparison"]][0])) < 1e-9
+        # One pair of other sets is not the sheet's three-pair design.
+        assert not r["comparable"] and math.isnan(r["difference"])
+        assert r["note"] == f"{a} vs {b} design (the sheet: three pairs of disjoint sets)"
     assert (
         round(paper["real_vs_real"][0], 2) == 3.48 and round(paper["cbis_vs_bcdr"][0], 1) == 277.6
     )
@@ -246,13 +341,13 @@ def test_frd_with_comparison_pair_and_design_columns(tmp_path):
                         "value": v,
                         "comparison": comp,
                         "pair": pair,
-                        "design": "thirds",
+                        "design": "study",
                     }
                 )
     frd = tmp_path / "frd.csv"
     pd.DataFrame(rows).to_csv(frd, index=False)
     fid = comparison.fidelity_comparison(PAPER_FIDELITY, frd, _ctx(generator="mcgan"))
-    assert len(fid) == 8 and set(fid["design"]) == {"thirds"}
+    assert len(fid) == 8 and set(fid["design"]) == {"study"}
     assert (fid["ours_pairs"] == 3).all() and (fid["ours_mean"] == 3.5).all()
     assert all(abs(s - statistics.pstdev([3.0, 3.5, 4.0])) < 1e-12 for s in fid["ours_std"])
     v1 = fid[fid["frd_version"] == "v1"]
@@ -260,6 +355,18 @@ def test_frd_with_comparison_pair_and_design_columns(tmp_path):
     assert v1["note"].str.contains("another feature set").all()
     rs = fid[(fid["frd_version"] == "v0") & (fid["comparison"] == "real_vs_synthetic")].iloc[0]
     assert rs["comparable"] and "another generator" in rs["note"]
+    for change, needle in (
+        ({"design": "halves"}, "halves design"),
+        ({"normalisation": normalisation_label("v0", "d1")}, "(v0's default: joint sets)"),
+    ):
+        pd.DataFrame([{**r, **change} for r in rows]).to_csv(frd, index=False)
+        other = comparison.fidelity_comparison(PAPER_FIDELITY, frd, _ctx())
+        v0 = other[other["frd_version"] == "v0"]
+        assert not v0["comparable"].any() and v0["note"].str.contains(needle, regex=False).all()
+    tcia = _ctx(data_source="tcia", settings=_settings(**{"data.lesions.contours": "outer"}))
+    pd.DataFrame(rows).to_csv(frd, index=False)
+    rebuilt = comparison.fidelity_comparison(PAPER_FIDELITY, frd, tcia)
+    assert rebuilt["note"].str.contains("data.lesions.contours").all()
     none = comparison.fidelity_comparison(PAPER_FIDELITY, None, _ctx(external="none"))
     assert (none["note"].str.startswith("not computed")).all() and "data.external" in none.iloc[
         3
@@ -308,7 +415,7 @@ def test_phantom_is_never_called_cbis_ddsm_test(tmp_path):
 def test_tables_cli_writes_the_comparison(tmp_path):
     paths = _study_runs(tmp_path, ["real_frozen_nodp"])
     frd = tmp_path / "frd.csv"
-    pd.DataFrame(_frd_rows()).to_csv(frd, index=False)
+    pd.DataFrame([{**r, "design": "study"} for r in _frd_rows()]).to_csv(frd, index=False)
     args = ["tables", "--metrics", *paths, "--experiments-table", str(TABLE)]
     args += ["--select", "real_frozen_nodp", "--seeds", "42", "43", "44", "--frd", str(frd)]
     args += ["--paper-results", str(PAPER_RESULTS), "--paper-fidelity", str(PAPER_FIDELITY)]
@@ -322,3 +429,30 @@ def test_tables_cli_writes_the_comparison(tmp_path):
     fid = pd.read_csv(tmp_path / "t" / "paper_comparison_fidelity.csv")
     assert len(fid) == 4 and fid["comparable"].all()
     assert cli.main([*args, "--context", "{", "--out-dir", str(tmp_path / "u")]) == 2
+
+
+@pytest.mark.parametrize("name", ["paper.yaml", "paper-published.yaml"])
+def test_paper_configs_hold_every_setting_of_the_study(name):
+    """The paper configs use the study's settings in every scope (so only data, generator and
+    seeds decide their rows); the demo config's centred window is named."""
+    import yaml
+
+    def settings(cfg):
+        out = {}
+        for key in comparison.SETTING_KEYS:
+            value = cfg
+            for part in key.split("."):
+                value = value[part]
+            out[key] = value
+        return out
+
+    cfg = yaml.safe_load((REPO / "config" / name).read_text())
+    ctx = _ctx(data_source=cfg["data"]["source"], settings=settings(cfg))
+    # The published crops are the study's own: their making is not checked (split from folders).
+    scopes = [s for s in comparison.STUDY_SETTINGS if s != "data" or ctx.data_source == "tcia"]
+    assert len(scopes) == (4 if name == "paper.yaml" else 3)
+    assert [comparison.settings_reason(ctx, s, s) for s in scopes] == [None] * len(scopes)
+    assert comparison.config_reasons(ctx) == []
+    demo = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    reason = comparison.settings_reason(_ctx(settings=settings(demo)), "data", "crops")
+    assert 'data.crop.framing = "centred"' in reason

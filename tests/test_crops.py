@@ -169,15 +169,21 @@ def original_window(bbox, shape, draw, margin=60, min_size=128, zo=0.05, zs=0.05
 
 
 @pytest.fixture(scope="module")
-def phantom_boxes(phantom_dir):
-    """(bbox, image shape, lesion id) of every phantom lesion, CBIS-DDSM and BCDR."""
+def phantom_table(phantom_dir):
+    """Every phantom lesion, CBIS-DDSM and BCDR, with the study's contours."""
     csvs = {
         "train": phantom_dir / "metadata" / "mass_case_description_train_set.csv",
         "test": phantom_dir / "metadata" / "mass_case_description_test_set.csv",
     }
     cbis = lesions.cbis_lesions(csvs, phantom_dir / "CBIS-DDSM", contours="study")
     bcdr = lesions.bcdr_lesions(phantom_dir / "BCDR", contours="study")
-    table = lesions.drop_duplicates(pd.concat([cbis, bcdr], ignore_index=True), "study")
+    return lesions.drop_duplicates(pd.concat([cbis, bcdr], ignore_index=True), "study")
+
+
+@pytest.fixture(scope="module")
+def phantom_boxes(phantom_dir, phantom_table):
+    """(bbox, image shape, lesion id) of every phantom lesion, CBIS-DDSM and BCDR."""
+    table = phantom_table
     from mammodp.crops import resolve_images
 
     paths = resolve_images(table["image"], phantom_dir / "CBIS-DDSM", phantom_dir / "BCDR")
@@ -306,17 +312,6 @@ def test_study_window_is_seeded_per_lesion():
 
 
 # ----------------------------------------------------------------------------- crops and index
-
-
-@pytest.fixture(scope="module")
-def phantom_table(phantom_dir):
-    csvs = {
-        "train": phantom_dir / "metadata" / "mass_case_description_train_set.csv",
-        "test": phantom_dir / "metadata" / "mass_case_description_test_set.csv",
-    }
-    cbis = lesions.cbis_lesions(csvs, phantom_dir / "CBIS-DDSM", contours="study")
-    bcdr = lesions.bcdr_lesions(phantom_dir / "BCDR", contours="study")
-    return lesions.drop_duplicates(pd.concat([cbis, bcdr], ignore_index=True), "study")
 
 
 def test_study_crops_are_the_original_pipeline(tmp_path, phantom_dir, phantom_table):

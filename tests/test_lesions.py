@@ -116,6 +116,61 @@ def test_roi_series_without_a_binary_mask(tmp_path, phantom_dir):
         lesions.cbis_lesions(csvs, tree)
 
 
+def _rewrite_first_mask(tree, paint):
+    """Replace the first ROI mask of the tree by ``paint(zeros like it)``; returns its path."""
+    import pydicom
+
+    pair = next(p.parent for p in sorted(tree.rglob("1-2.dcm")))
+    for f in (pair / "1-1.dcm", pair / "1-2.dcm"):
+        ds = pydicom.dcmread(f)
+        arr = ds.pixel_array
+        if len(np.unique(arr)) <= 2:
+            new = paint(np.zeros_like(arr))
+            ds.PixelData = new.astype(arr.dtype).tobytes()
+            ds.save_as(f)
+            return f
+    raise AssertionError("no mask found")
+
+
+def _speck(mask):
+    mask[101:103, 101:103] = 255  # 4 px, between the study's every-fourth-pixel samples
+    return mask
+
+
+@pytest.mark.parametrize("contours", ["study", "outer"])
+def test_empty_mask_stops_the_run(tmp_path, phantom_dir, contours):
+    tree = tmp_path / "CBIS-DDSM"
+    shutil.copytree(phantom_dir / "CBIS-DDSM", tree)
+    victim = _rewrite_first_mask(tree, lambda m: m)
+    csvs = {
+        portion: _meta(phantom_dir, f"mass_case_description_{portion}_set")
+        for portion in ("train", "test")
+    }
+    with pytest.raises(UserError, match=f"ROI mask {victim} is empty"):
+        lesions.cbis_lesions(csvs, tree, contours=contours)
+
+
+def test_mask_lesion_too_small_for_a_contour(tmp_path, phantom_dir, caplog):
+    """A lesion that vanishes in the study's 1/4 downscale gives no lesion and a warning (as the
+    original, which yields no metapoint); under outer it is below the area minimum: an error that
+    says so, not "empty"."""
+    csvs = {
+        portion: _meta(phantom_dir, f"mass_case_description_{portion}_set")
+        for portion in ("train", "test")
+    }
+    before = lesions.cbis_lesions(csvs, phantom_dir / "CBIS-DDSM", contours="study")
+    tree = tmp_path / "CBIS-DDSM"
+    shutil.copytree(phantom_dir / "CBIS-DDSM", tree)
+    victim = _rewrite_first_mask(tree, _speck)
+    with caplog.at_level("WARNING", logger="mammodp.lesions"):
+        after = lesions.cbis_lesions(csvs, tree, contours="study")
+    assert "vanish at the study's 1/4 scale" in caplog.text
+    assert len(after) < len(before)
+    assert set(after["lesion_id"]) < set(before["lesion_id"])
+    with pytest.raises(UserError, match=f"ROI mask {victim} marks only 4 px"):
+        lesions.cbis_lesions(csvs, tree, contours="outer")
+
+
 # ----------------------------------------------------------------------------- contour modes
 
 

@@ -11,6 +11,7 @@ import cv2
 import pandas as pd
 
 from mammodp import comparison, figures, tables
+from mammodp.study_settings import STUDY_SETTINGS
 
 from .conftest import REPO
 
@@ -24,7 +25,8 @@ STUDY = {
     "generator": "published",
     "medigan_model": "00008_C-DCGAN_MMG_MASSES",
     "n_per_class": 1500,
-    "mcgan": {"width": 64, "dp": False},
+    "mcgan_dp": False,
+    "settings": {k: v for scope in STUDY_SETTINGS.values() for k, v in scope.items()},
     "model": {"arch": "swin_t", "pretrained": "imagenet", "input_size": 224, "overrides": {}},
     "epochs": 300,
     "seeds": (42, 43, 44),

@@ -145,7 +145,7 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--epochs", type=int, default=TRAIN["epochs"])
     p.add_argument("--synthetic", type=Path, help="pretrain the backbone on these crops first")
-    p.add_argument("--pretrain-epochs", type=int, default=15)
+    p.add_argument("--pretrain-epochs", type=int, default=10)
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     a = p.parse_args(argv)
     import torch

@@ -23,18 +23,21 @@ import pandas as pd
 
 from .config import load_experiments
 from .errors import UserError
+from .fidelity import normalisation_label
 from .fileio import atomic_path, read_csv, write_csv
 from .labels import DATA_NAME, set_titles
+from .study_settings import SETTING_KEYS, STUDY_SETTINGS
 from .tables import METRIC_TITLE, TABLE_METRICS, TEST_SETS
 
 STUDY_SEEDS = (42, 43, 44)
 STUDY_EPOCHS = 300
 STUDY_ARCH = "swin_t"  # torchvision's Swin-T, as the study's code
 STUDY_INPUT_SIZE = 224
+STUDY_DROP_PATH = 0.2  # torchvision swin_t's default stochastic depth, which the study kept
 STUDY_MEDIGAN = "00008_C-DCGAN_MMG_MASSES"
 STUDY_SYNTHETIC_PER_CLASS = 1500  # the study's 3000 synthetic crops
-STUDY_MCGAN_WIDTH = 64
 STUDY_FRD_VERSION = "v0"
+STUDY_FRD_DESIGN = "study"  # fidelity.design: the sheet's three pairs of disjoint sets
 PAPER_PREFIX = {"cbis-ddsm": "cbis", "bcdr": "bcdr"}
 PUBLISHED_COLUMNS = ["paper_id", "description", "seed"] + [
     f"{p}_{m}" for p in PAPER_PREFIX.values() for m in TABLE_METRICS
@@ -73,13 +76,15 @@ COLUMNS = [
     "flags",
 ]
 
+
 CONTEXT_KEYS = (
     "data_source",
     "external",
     "generator",
     "medigan_model",
     "n_per_class",
-    "mcgan",
+    "mcgan_dp",
+    "settings",
     "model",
     "epochs",
     "seeds",
@@ -88,14 +93,16 @@ CONTEXT_KEYS = (
 
 @dataclass(frozen=True)
 class Context:
-    """What decides comparability: data and synthetic source, backbone, epochs, seeds."""
+    """What decides comparability: data and synthetic source, the study's settings
+    (``SETTING_KEYS``), backbone, epochs, seeds."""
 
     data_source: str
     external: str
     generator: str
     medigan_model: str
     n_per_class: int
-    mcgan: dict  # width, dp (enabled)
+    mcgan_dp: bool  # synthesis.mcgan.dp.enabled
+    settings: dict  # SETTING_KEYS -> this run's value
     model: dict  # classifier.model
     epochs: int
     seeds: tuple[int, ...]
@@ -111,6 +118,9 @@ class Context:
         if missing:
             raise UserError(f"{where}: missing key(s) {missing}; pass all of {list(CONTEXT_KEYS)}")
         set_titles(d["data_source"])  # an unknown source is an error, not "comparable"
+        unset = [k for k in SETTING_KEYS if k not in (d.get("settings") or {})]
+        if unset:
+            raise UserError(f"{where}: settings lack {unset}; pass every key of SETTING_KEYS")
         values = {k: d[k] for k in CONTEXT_KEYS}
         values["seeds"] = tuple(int(s) for s in d["seeds"])
         return cls(**values)
@@ -119,9 +129,35 @@ class Context:
 # ----------------------------------------------------------------------------- reasons
 
 
+def _same(ours, study) -> bool:
+    if isinstance(study, list):
+        return (
+            isinstance(ours, list | tuple)
+            and len(ours) == len(study)
+            and all(_same(o, s) for o, s in zip(ours, study, strict=True))
+        )
+    if isinstance(study, float) and isinstance(ours, int | float) and not isinstance(ours, bool):
+        return math.isclose(ours, study, rel_tol=1e-9)
+    return ours == study
+
+
+def settings_reason(ctx: Context, scope: str, what: str) -> str | None:
+    """Why this run's settings of one scope of STUDY_SETTINGS are not the study's, or None."""
+    diffs = [
+        f"{k} = {json.dumps(ctx.settings[k])} (the study: {json.dumps(v)})"
+        for k, v in STUDY_SETTINGS[scope].items()
+        if not _same(ctx.settings[k], v)
+    ]
+    return f"{what}: " + ", ".join(diffs) if diffs else None
+
+
 def backbone_reason(model: dict) -> str | None:
     """Why classifier.model is not the study's Swin-T, or None."""
     diffs = []
+    if model.get("drop_path_rate") not in (None, STUDY_DROP_PATH):
+        diffs.append(
+            f"stochastic depth {model.get('drop_path_rate')} (the study: {STUDY_DROP_PATH})"
+        )
     if model.get("arch") != STUDY_ARCH:
         diffs.append(f"arch {model.get('arch')} (the study: torchvision {STUDY_ARCH})")
     if model.get("pretrained") != "imagenet":
@@ -142,6 +178,11 @@ def config_reasons(ctx: Context) -> list[str]:
         reasons.append(reason)
     if ctx.epochs != STUDY_EPOCHS:
         reasons.append(f"{ctx.epochs} epochs (the study: {STUDY_EPOCHS})")
+    if reason := settings_reason(ctx, "training", "other training settings"):
+        reasons.append(reason)
+    if ctx.data_source == "tcia":
+        if reason := settings_reason(ctx, "data", "crops not made as the study's"):
+            reasons.append(reason)
     return reasons
 
 
@@ -149,10 +190,10 @@ def synthetic_terms(ctx: Context) -> tuple[list[str], list[str]]:
     """(reasons, flags) for experiments whose training lineage holds synthetic crops.
 
     The study's samples (``published``) and its MCGAN through medigan (model 00008) are the
-    study's generator. An MCGAN trained here with the study's recipe is comparable, flagged
-    "another generator": the verdict then covers the whole pipeline, generator training
-    included. A DP-trained or reduced MCGAN, another medigan model or another number of
-    synthetic crops is not comparable.
+    study's generator. An MCGAN trained here with the study's recipe (every key of
+    ``STUDY_SETTINGS["mcgan"]``, not DP) is comparable, flagged "another generator": the verdict
+    then covers the whole pipeline, generator training included. Any other MCGAN, another
+    medigan model or another number of synthetic crops is not comparable.
     """
     reasons, flags = [], []
     g = ctx.generator
@@ -164,11 +205,10 @@ def synthetic_terms(ctx: Context) -> tuple[list[str], list[str]]:
         )
     elif g == "mcgan":
         flags.append("another generator (MCGAN trained here)")
-        if ctx.mcgan.get("dp"):
+        if ctx.mcgan_dp:
             reasons.append("DP-trained generator (the study's MCGAN is not private)")
-        width = ctx.mcgan.get("width", STUDY_MCGAN_WIDTH)
-        if width != STUDY_MCGAN_WIDTH:
-            reasons.append(f"reduced generator (width {width}; the study: {STUDY_MCGAN_WIDTH})")
+        if reason := settings_reason(ctx, "mcgan", "MCGAN not trained with the study's recipe"):
+            reasons.append(reason)
     elif g != "medigan":
         reasons.append(f"another generator ({g})")
     if ctx.n_per_class != STUDY_SYNTHETIC_PER_CLASS:
@@ -179,13 +219,27 @@ def synthetic_terms(ctx: Context) -> tuple[list[str], list[str]]:
 
 
 def uses_synthetic(table: dict, name: str) -> bool:
-    """Synthetic crops in this experiment's training or in its source model's lineage."""
+    """Synthetic crops in this experiment's training or in what it loads of its source."""
     exp = table[name]
-    while "synthetic" not in exp.train_data:
-        if not exp.source:
-            return False
-        exp = table[exp.source]
-    return True
+    return "synthetic" in exp.train_data or _loads_synthetic(table, exp)
+
+
+def _loads_synthetic(table: dict, exp) -> bool:
+    """Whether what ``exp`` loads from its source saw synthetic crops: ``from:`` loads the whole
+    source model; ``backbone:`` its backbone, which a head-only source took unchanged from its
+    own origin (as classify._source_privacy follows it)."""
+    if not exp.source:
+        return False
+    src = table[exp.source]
+    if exp.loads_source_head or src.trained == "all":
+        return uses_synthetic(table, src.experiment)
+    return _loads_synthetic(table, src)
+
+
+def _lineage_is_private(table: dict, name: str) -> bool:
+    """DP training in this experiment or in any model it starts from."""
+    exp = table[name]
+    return exp.dp_epsilon is not None or bool(exp.source and _lineage_is_private(table, exp.source))
 
 
 def experiment_terms(ctx: Context, table: dict, name: str | None) -> tuple[list[str], list[str]]:
@@ -196,6 +250,9 @@ def experiment_terms(ctx: Context, table: dict, name: str | None) -> tuple[list[
         return reasons + ["not in our experiment table"], flags
     if table[name].group == "ablation":
         reasons.append(ABLATION_REASON)
+    if _lineage_is_private(table, name):
+        if reason := settings_reason(ctx, "dp", "other DP settings"):
+            reasons.append(reason)
     if uses_synthetic(table, name):
         r, f = synthetic_terms(ctx)
         reasons, flags = reasons + r, flags + f
@@ -354,6 +411,7 @@ FIDELITY_COLUMNS = [
     "published_std",
     "frd_version",
     "design",
+    "normalisation",
     "ours_pairs",
     "ours_mean",
     "ours_std",
@@ -373,6 +431,8 @@ def frd_pairs(frd: pd.DataFrame) -> pd.DataFrame:
             LEGACY_SETS.get((a, b)) for a, b in zip(pooled["set_a"], pooled["set_b"], strict=True)
         ]
     pooled = pooled[pooled["comparison"].isin(FRD_COMPARISONS)]
+    if "normalisation" not in pooled.columns:  # an older frd.csv: frd-score's defaults
+        pooled["normalisation"] = [normalisation_label(v) for v in pooled["frd_version"]]
     names = pooled["set_a"].astype(str) + " vs " + pooled["set_b"].astype(str)
     if "design" not in pooled.columns:
         pooled["design"] = names
@@ -388,11 +448,11 @@ def _span(values) -> str:
 
 
 def our_frd(frd: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± population std over pairs per (FRD version, comparison, design)."""
+    """Mean ± population std over pairs per (FRD version, comparison, design, normalisation)."""
     rows = []
     pooled = frd_pairs(frd)
-    for (version, comp, design), g in pooled.groupby(
-        ["frd_version", "comparison", "design"], sort=False
+    for (version, comp, design, norm), g in pooled.groupby(
+        ["frd_version", "comparison", "design", "normalisation"], sort=False
     ):
         s = _stats(g["value"].astype(float).tolist())
         rows.append(
@@ -400,6 +460,7 @@ def our_frd(frd: pd.DataFrame) -> pd.DataFrame:
                 "frd_version": version,
                 "comparison": comp,
                 "design": design,
+                "normalisation": norm,
                 "ours_pairs": s["n"],
                 "ours_mean": s["mean"],
                 "ours_std": s["std"],
@@ -409,18 +470,28 @@ def our_frd(frd: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def frd_note(ctx: Context, comparison: str, version: str) -> tuple[list[str], list[str]]:
-    """(reasons, flags) of one FRD comparison."""
+def frd_note(ctx: Context, comparison: str, ours: dict) -> tuple[list[str], list[str]]:
+    """(reasons, flags) of one FRD comparison; ``ours``: a row of our_frd. The set sizes are
+    shown, not judged: the sheet does not give its own."""
     reasons, flags = [], []
     if ctx.data_source == "phantom":
         reasons.append("phantom data (generated), not the study's patients")
     elif ctx.data_source in DATA_FLAG:
         flags.append(DATA_FLAG[ctx.data_source])
+    if ctx.data_source == "tcia":
+        if reason := settings_reason(ctx, "data", "crops not made as the study's"):
+            reasons.append(reason)
+    version = ours["frd_version"]
     if version != STUDY_FRD_VERSION:
         reasons.append(f"frd-score {version}: another feature set and normalisation")
+    elif ours["normalisation"] != normalisation_label(STUDY_FRD_VERSION):
+        reasons.append(f"normalisation {ours['normalisation']} (v0's default: joint sets)")
+    if ours["design"] != STUDY_FRD_DESIGN:
+        reasons.append(f"{ours['design']} design (the sheet: three pairs of disjoint sets)")
     if "synthetic" in comparison:
         r, f = synthetic_terms(ctx)
-        reasons += [x for x in r if "synthetic crops per class" not in x]  # set sizes: see note
+        # How many synthetic crops exist changes only the set sizes, which are shown.
+        reasons += [x for x in r if "synthetic crops per class" not in x]
         flags += f
     return reasons, flags
 
@@ -462,7 +533,7 @@ def fidelity_comparison(paper_fidelity_csv, frd_csv, ctx: Context) -> pd.DataFra
             rows.append({**key, "comparable": False, "note": why})
             continue
         for r in mine.to_dict("records"):
-            reasons, flags = frd_note(ctx, comp, r["frd_version"])
+            reasons, flags = frd_note(ctx, comp, r)
             diff = r["ours_mean"] - key["published_mean"] if not reasons else math.nan
             note = "; ".join(reasons or flags)
             rows.append({**key, **r, "difference": diff, "comparable": not reasons, "note": note})

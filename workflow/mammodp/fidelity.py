@@ -8,7 +8,7 @@ set first, pooled and per class. Two set designs:
   crops vs all synthetic crops, two disjoint synthetic halves, CBIS-DDSM test vs external test.
 - ``study``: the sheet's three-pair design: each pool (training crops R, synthetic crops S,
   external test crops B) drawn into three disjoint seeded sets (``set_size`` each, or a third of
-  the pool), and the pairs R1-R2, R1-R3, R2-R3 / R1-S1, R2-S2, R3-S3 / S1-S2, S1-S3, S2-S3 /
+  the pool), and the pairs R1-R2, R1-R3, R2-R3 / S1-R1, S2-R2, S3-R3 / S1-S2, S1-S3, S2-S3 /
   R1-B1, R2-B2, R3-B3, reported as mean ± std over the three pairs as the sheet does. This is the
   most plausible reading of the sheet; on the published crops it does not reproduce the sheet's
   values (see the README's FRD paragraph).

@@ -179,6 +179,28 @@ def mask_contours(mask: np.ndarray, contours: str = "outer") -> list[tuple[int, 
     return sorted(boxes((mask > 0).astype(np.uint8)), key=lambda b: (b[1], b[0]))
 
 
+def _no_lesion(where: str, mask_path: Path, pixels: int, contours: str) -> list[dict]:
+    """A mask without a lesion box: an empty mask is an error; a mask whose lesion vanishes in the
+    study's 1/4 downscale gives no lesion, as in the original (generate_cbis_ddsm_metapoints
+    yields no metapoint for it), with a warning; under ``outer`` it was below the area minimum."""
+    if pixels == 0:
+        raise UserError(f"{where}: ROI mask {mask_path} is empty; the annotation is unusable.")
+    if contours == "study":
+        log.warning(
+            "%s: the %d lesion px of ROI mask %s vanish at the study's 1/%d scale; no lesion "
+            "kept for this row, as in the original",
+            where,
+            pixels,
+            mask_path,
+            STUDY_SCALE,
+        )
+        return []
+    raise UserError(
+        f"{where}: ROI mask {mask_path} marks only {pixels} px, no contour of at least "
+        f"{MIN_CONTOUR_AREA} px; check the annotation, or use data.lesions.contours: study."
+    )
+
+
 def _resolve_row(args) -> list[dict]:
     row, image_files, roi_files, contours = args
     where = f"{row['source']} ({row['image file path'].split('/')[0]})"
@@ -196,7 +218,7 @@ def _resolve_row(args) -> list[dict]:
         mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
     boxes = mask_contours(mask, contours)
     if not boxes:
-        raise UserError(f"{where}: ROI mask {mask_path} is empty; the annotation is unusable.")
+        return _no_lesion(where, mask_path, int(np.count_nonzero(mask)), contours)
     folder = row["image file path"].split("/")[0]  # e.g. Mass-Training_P_00001_LEFT_CC
     out = []
     for k, (x, y, w, h) in enumerate(boxes, start=1):

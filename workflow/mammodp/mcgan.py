@@ -176,7 +176,7 @@ def build(spec: GanSpec) -> tuple[Generator, Discriminator]:
 def to_training_range(images: torch.Tensor, input_range: str) -> torch.Tensor:
     """Crops as loaded (``models.load_images``: [-1, 1]) -> the range D sees. ``study``: [0, 1],
     as the original's ToTensor without its commented-out Normalize
-    (gan_compare/scripts/train_gan.py); exactly u / 255 for an 8-bit pixel u."""
+    (gan_compare/scripts/train_gan.py); u / 255 for an 8-bit pixel u, up to float32 rounding."""
     return (images + 1.0) / 2.0 if input_range == "study" else images
 
 

@@ -17,6 +17,7 @@ from mammodp.config import (  # noqa: E402
 )
 from mammodp.labels import data_labels  # noqa: E402
 from mammodp.provenance import git_commit  # noqa: E402
+from mammodp.study_settings import SETTING_KEYS as STUDY_SETTING_KEYS  # noqa: E402
 
 CONFIG_SOURCE = (
     ", ".join(map(str, workflow.config_settings.configfiles)) or "config/config.yaml"
@@ -248,9 +249,18 @@ def figure_inputs(wildcards):
     return inputs
 
 
+def config_value(dotted):
+    """The config's value at a dotted key such as "data.crop.framing"."""
+    value = config
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
 def comparison_context():
     """What decides whether our results are comparable with the study's published ones
-    (results/tables/paper_comparison.*): data and synthetic source, backbone, epochs, seeds.
+    (results/tables/paper_comparison.*): data and synthetic source, the study's settings,
+    backbone, epochs, seeds.
     """
     s = config["synthesis"]
     return as_json(
@@ -260,7 +270,8 @@ def comparison_context():
             "generator": GENERATOR,
             "medigan_model": s["medigan"]["model_id"],
             "n_per_class": s["n_per_class"],
-            "mcgan": {"width": s["mcgan"]["width"], "dp": s["mcgan"]["dp"]["enabled"]},
+            "mcgan_dp": s["mcgan"]["dp"]["enabled"],
+            "settings": {k: config_value(k) for k in STUDY_SETTING_KEYS},
             "model": config["classifier"]["model"],
             "epochs": config["classifier"]["train"]["epochs"],
             "seeds": SEEDS,
