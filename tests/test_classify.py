@@ -93,6 +93,13 @@ def test_dp_run_and_privacy_report(tmp_path, tiny_manifest):
     assert privacy["expected_batch_size"] == 16 and privacy["max_grad_norm"] == 1.0
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["epsilon"].is_monotonic_increasing and len(history) == 4
+    assert "train_loss" not in history  # noise-free loss on private data: left out
+    # One crop per patient here: the patient-level guarantee is the crop-level one.
+    assert privacy["max_crops_per_patient"] == 1
+    assert privacy["patient_epsilon"] == privacy["epsilon_final"]
+    assert any("checkpoint selection" in x for x in privacy["not_covered"])
+    released = [w for w in privacy["warnings"] if "released model's guarantee" in w]
+    assert bool(released) == (privacy["epsilon_at_chosen_epoch"] < privacy["epsilon_final"])
     assert set(m["test"]) == {"cbis-ddsm", "bcdr"}
     preds = pd.read_csv(tmp_path / "predictions.csv")
     assert len(preds) == 16 and preds["p_benign"].between(0, 1).all()

@@ -202,3 +202,14 @@ def test_parsing_the_workflow_needs_only_snakemakes_dependencies(repo):
     r = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_secure_mode_is_refused_at_validation_with_its_reason():
+    cfg = copy.deepcopy(demo_config())
+    cfg["classifier"]["dp"]["secure_mode"] = True
+    with pytest.raises(ConfigError) as e:
+        validate_config(cfg, "demo")
+    message = str(e.value)
+    assert "\n" not in message
+    assert "secure_mode = true is not available" in message and "torchcsprng" in message
+    assert "set it to false" in message

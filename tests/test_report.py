@@ -78,6 +78,10 @@ def _runs(tmp_path):
                 source_dp=None,
                 synthetic_in_lineage=False,
                 generator_private=None,
+                max_crops_per_patient=3,
+                patient_epsilon=17.7,
+                patient_delta=1e-4 * 3 * 2.718281828**11.8,
+                warnings=["first caveat", "second caveat"],
             )
         (d / "privacy.json").write_text(json.dumps(privacy))
         paths.append(str(d / "metrics.json"))
@@ -112,6 +116,10 @@ def test_main_table_recomputed_independently(tmp_path):
     assert list(privacy["experiment"]) == ["real_frozen_dp_eps6"] * 2
     assert list(privacy["seed"]) == [1, 2] and list(privacy["chosen_in_window"]) == [True, False]
     assert (privacy["max_grad_norm"] == 1.0).all() and (privacy["steps_at_chosen_epoch"] == 9).all()
+    assert (privacy["warnings"] == "first caveat; second caveat").all()
+    assert (privacy["max_crops_per_patient"] == 3).all()
+    md = (tmp_path / "tables" / "privacy.md").read_text()
+    assert "Not covered by these guarantees:" in md and "checkpoint selection" in md
 
 
 def test_latex_is_balanced_booktabs(tmp_path):

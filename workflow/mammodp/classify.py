@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from . import models
+from . import models, privacy_notes
 from .bookkeeping import BookKeepingDP
 from .config import Experiment
 from .errors import UserError
@@ -420,8 +420,6 @@ def train_head(
         expected = int(len(dataset) * tr.sample_rate)  # as Opacus: the "mean" denominator
         tr.expected_batch_size = expected
         if job.dp.clipping == "bookkeeping":
-            if job.dp.secure_mode:
-                raise UserError("dp.secure_mode needs dp.clipping: opacus (secure noise)")
             tr.accountant = create_accountant(job.dp.accountant)
             bk = BookKeepingDP(head, job.dp.max_grad_norm, tr.noise_multiplier, expected, tr.noise)
         else:
@@ -495,15 +493,14 @@ def _opacus_head(job: Job, head: nn.Module, optimizer, tr: _Trainer, expected: i
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        engine = PrivacyEngine(accountant=job.dp.accountant, secure_mode=job.dp.secure_mode)
+        engine = PrivacyEngine(accountant=job.dp.accountant)
     module = GradSampleModule(head)
     optimizer = DPOptimizer(
         optimizer,
         noise_multiplier=tr.noise_multiplier,
         max_grad_norm=job.dp.max_grad_norm,
         expected_batch_size=expected,
-        generator=None if job.dp.secure_mode else tr.noise,
-        secure_mode=job.dp.secure_mode,
+        generator=tr.noise,
     )
     optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=tr.sample_rate))
     return engine, module, optimizer
@@ -713,6 +710,11 @@ def run(
             **privacy_lineage(exp, job, _source_privacy(exp, source_model)),
         }
     )
+    if privacy["dp"]:
+        k = privacy_notes.max_crops_per_patient(train)
+        privacy.update(privacy_notes.patient_guarantee(privacy["epsilon_final"], job.dp.delta, k))
+        privacy["warnings"] = privacy_notes.dp_warnings(privacy)
+        privacy["not_covered"] = list(privacy_notes.NOT_COVERED)
     best = tr.best
     metrics = {
         "experiment": exp.experiment,
@@ -753,7 +755,10 @@ def run(
         backbone_trained=exp.trained == "all",
         backbone_source=backbone_source,
     )
-    write_csv(out_dir / "history.csv", pd.DataFrame(tr.history))
+    history = pd.DataFrame(tr.history)
+    if tr.dp:  # the noise-free training loss is private information outside the accountant
+        history = history.drop(columns=["train_loss"])
+    write_csv(out_dir / "history.csv", history)
     write_csv(out_dir / "predictions.csv", pd.DataFrame(pred_rows))
     write_json(out_dir / "privacy.json", _finite(privacy))
     write_json(out_dir / "metrics.json", _finite(metrics))

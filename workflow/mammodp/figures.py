@@ -240,7 +240,10 @@ def gan_losses(losses_csv, out):
     plt = _plt()
     losses = pd.read_csv(losses_csv)
     fig, ax = plt.subplots(figsize=(6, 3.2), constrained_layout=True)
-    ax.plot(losses["epoch"], losses["loss_d"], color="0.0", label="discriminator")
+    # A DP-MCGAN records the discriminator's loss on generated images only (public).
+    d_col = "loss_d" if "loss_d" in losses else "loss_d_fake"
+    d_label = "discriminator" if d_col == "loss_d" else "discriminator, generated images only"
+    ax.plot(losses["epoch"], losses[d_col], color="0.0", label=d_label)
     ax.plot(losses["epoch"], losses["loss_g"], color="0.5", linestyle="--", label="generator")
     ax.set(xlabel="epoch", ylabel="BCE loss (epoch mean)", title="MCGAN training losses")
     ax.title.set_fontsize(10)

@@ -87,6 +87,10 @@ LEGACY_SPEC = {
 }
 
 
+# The DP discriminator step: each real sample's gradient clipped alone, fakes of a fixed number.
+DP_STEP = "real-clipped-fixed-fakes"
+
+
 @dataclass(frozen=True)
 class GanDPSpec:
     """DP-SGD on the discriminator (the only part that sees real data; the generator learns
@@ -240,9 +244,10 @@ def _spec_key(spec: GanSpec, dp: GanDPSpec, n: int, device: str) -> str:
     """The settings a training state belongs to (the device type too: the DP noise generator
     lives on the device, and its state cannot move between CPU and CUDA)."""
     dev = torch.device(device).type
-    return json.dumps(
-        {"spec": asdict(spec), "dp": asdict(dp), "n": n, "device": dev}, sort_keys=True
-    )
+    key = {"spec": asdict(spec), "dp": asdict(dp), "n": n, "device": dev}
+    if dp.enabled:  # states of the earlier DP step (real and fakes clipped together) differ
+        key["dp_step"] = DP_STEP
+    return json.dumps(key, sort_keys=True)
 
 
 def _real_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -278,6 +283,10 @@ def train(
     torch.set_num_threads(threads)
     torch.manual_seed(spec.seed)
     rng = torch.Generator().manual_seed(spec.seed)  # shuffling / Poisson sampling, flips, z
+    # Under DP the draws made per real sample (label smoothing, flips) come from their own
+    # generator, so that the public stream (sampling, z, fake labels) never depends on how many
+    # real samples a batch held.
+    rng_real = rng if not dp.enabled else torch.Generator().manual_seed(spec.seed + 104729)
     # DP noise: on the device (Opacus draws it there), saved and restored with the state.
     noise = torch.Generator(device=device).manual_seed(spec.seed + 7919)
     g, d = build(spec)
@@ -288,7 +297,6 @@ def train(
     g.to(device), d.to(device)
     opt_g = torch.optim.Adam(g.parameters(), lr=spec.lr, betas=(spec.beta1, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=spec.lr, betas=(spec.beta1, 0.999))
-    bce = nn.BCELoss()
     n = len(images)
     dataset = torch.utils.data.TensorDataset(to_training_range(images, spec.input_range), labels)
     loader = torch.utils.data.DataLoader(
@@ -315,6 +323,7 @@ def train(
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         rng.set_state(state["rng"])
+        rng_real.set_state(state.get("rng_real", state["rng"]))
         noise.set_state(state["noise"])
         torch.set_rng_state(state["torch_rng"])
         if cuda:
@@ -326,50 +335,22 @@ def train(
     elif state_dir.exists():
         shutil.rmtree(state_dir)
     (state_dir / "samples").mkdir(parents=True, exist_ok=True)
+    nets = _Nets(g, d_train, opt_g, opt_d, engine is not None)
     for epoch in range(start, spec.epochs + 1):
         d_losses, g_losses = [], []
         for real, y in loader:
-            b = len(real)
-            if b == 0:  # Poisson sampling (DP) can draw an empty batch: a noise-only step
-                real, y = real.to(device), y.to(device)
-                opt_d.zero_grad()
-                (d_train(real, y).sum() * 0.0).backward()
-                opt_d.step()
-                continue
-            real = augment(real, spec, rng)
-            real, y = real.to(device), y.to(device)
-            # Discriminator: one-sided label smoothing on the real targets.
-            target_real = (
-                torch.empty(b)
-                .uniform_(spec.real_label_low, spec.real_label_high, generator=rng)
-                .to(device)
-            )
-            z = torch.randn(b, spec.latent_dim, generator=rng).to(device)
-            y_fake = torch.randint(0, N_CLASSES, (b,), generator=rng).to(device)
-            fake = g(z, y_fake)
-            opt_d.zero_grad()
-            loss_d = _real_loss(d_train(real, y), target_real) + bce(
-                d_train(fake.detach(), y_fake), torch.zeros(b, device=device)
-            )
-            loss_d.backward()
-            opt_d.step()
-            d_losses.append(loss_d.item())
+            batch = _dp_batch if nets.private else _batch
+            loss_d, fake, y_fake = batch(nets, real, y, spec, rng, rng_real, device)
+            if loss_d is not None:
+                d_losses.append(loss_d)
             step += 1
-            if step % spec.d_steps_per_g_step == 0:
-                opt_g.zero_grad()
-                if engine is not None:
-                    d_train.disable_hooks()  # no per-sample grads of D for G's step
-                loss_g = bce(d_train(fake, y_fake), torch.ones(b, device=device))
-                loss_g.backward()
-                if engine is not None:
-                    d_train.enable_hooks()
-                    opt_d.zero_grad()
-                opt_g.step()
-                g_losses.append(loss_g.item())
+            if fake is not None and step % spec.d_steps_per_g_step == 0:
+                g_losses.append(_generator_step(nets, fake, y_fake, device))
+        # Under DP only losses on generated images (public) are recorded.
         row = {
             "epoch": epoch,
-            "loss_d": float(np.mean(d_losses)) if d_losses else math.nan,
-            "loss_g": float(np.mean(g_losses)) if g_losses else math.nan,
+            ("loss_d_fake" if nets.private else "loss_d"): _mean(d_losses),
+            "loss_g": _mean(g_losses),
         }
         if engine is not None:
             row["epsilon"] = engine.get_epsilon(dp.delta)
@@ -387,6 +368,7 @@ def train(
                 "opt_g": opt_g.state_dict(),
                 "opt_d": opt_d.state_dict(),
                 "rng": rng.get_state(),
+                "rng_real": rng_real.get_state(),
                 "noise": noise.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
@@ -420,10 +402,122 @@ def train(
 
         gan_losses(tmp / "losses.csv", tmp / "losses.png")
         if engine is not None:
-            write_json(tmp / "privacy.json", _gan_privacy(engine, opt_d, loader, dp, history, n))
+            privacy = _gan_privacy(engine, opt_d, loader, dp, history, n, spec.batch_size)
+            write_json(tmp / "privacy.json", privacy)
     # The outputs are complete: the resume state has served its purpose.
     shutil.rmtree(state_dir, ignore_errors=True)
     return history[-1]
+
+
+@dataclass
+class _Nets:
+    g: Generator
+    d: nn.Module  # under DP: Opacus' GradSampleModule around the discriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer  # under DP: Opacus' DPOptimizer
+    private: bool
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def _smoothed_targets(b: int, spec: GanSpec, rng: torch.Generator, device) -> torch.Tensor:
+    """One-sided label smoothing: real targets U(real_label_low, real_label_high)."""
+    t = torch.empty(b).uniform_(spec.real_label_low, spec.real_label_high, generator=rng)
+    return t.to(device)
+
+
+def _fakes(nets: _Nets, b: int, spec: GanSpec, rng: torch.Generator, device):
+    z = torch.randn(b, spec.latent_dim, generator=rng).to(device)
+    y_fake = torch.randint(0, N_CLASSES, (b,), generator=rng).to(device)
+    return nets.g(z, y_fake), y_fake
+
+
+def _batch(nets: _Nets, real, y, spec: GanSpec, rng, rng_real, device):
+    """The original's discriminator step: real and as many fake images in one loss."""
+    b = len(real)
+    real, y = augment(real, spec, rng).to(device), y.to(device)
+    target_real = _smoothed_targets(b, spec, rng, device)
+    fake, y_fake = _fakes(nets, b, spec, rng, device)
+    nets.opt_d.zero_grad()
+    bce = nn.BCELoss()
+    loss_d = _real_loss(nets.d(real, y), target_real) + bce(
+        nets.d(fake.detach(), y_fake), torch.zeros(b, device=device)
+    )
+    loss_d.backward()
+    nets.opt_d.step()
+    return loss_d.item(), fake, y_fake
+
+
+def _dp_batch(nets: _Nets, real, y, spec: GanSpec, rng, rng_real, device):
+    """DP-SGD step of the discriminator whose sensitivity is the clipping norm C: a fixed number
+    of fakes (the expected batch size) drawn from the public stream, their gradient added after
+    Opacus clipped each real sample's gradient on its own and added the noise. Returns the
+    (public) loss on the fakes."""
+    fake, y_fake = _fakes(nets, spec.batch_size, spec, rng, device)
+    fake_grads, loss_fake = _fake_d_gradient(nets, fake.detach(), y_fake)
+    if len(real):  # per-record randomness: flips, crops and smoothed targets
+        real = augment(real, spec, rng_real)
+    target = _smoothed_targets(len(real), spec, rng_real, device)
+    _real_d_backward(nets, real.to(device), y.to(device), target)
+    if nets.opt_d.pre_step():  # Opacus: clip per real sample, noise, / expected batch, account
+        for p, fg in zip(nets.opt_d.params, fake_grads, strict=True):
+            p.grad.add_(fg)
+        nets.opt_d.original_optimizer.step()
+    return loss_fake, fake, y_fake
+
+
+def _fake_d_gradient(nets: _Nets, fake, y_fake) -> tuple[list[torch.Tensor], float]:
+    """Gradient of the discriminator's mean BCE on generated images (target 0), without
+    per-sample hooks: it depends on public quantities only (the released D and G, public z)."""
+    nets.d.disable_hooks()
+    try:
+        out = nets.d(fake, y_fake)
+        loss = nn.functional.binary_cross_entropy(out, torch.zeros_like(out))
+        params = nets.opt_d.params
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+    finally:
+        nets.d.enable_hooks()
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+    return grads, loss.item()
+
+
+def _real_d_backward(nets: _Nets, real, y, target) -> None:
+    """Per-sample gradients (Opacus' hooks) of the smoothed BCE on the real batch alone."""
+    nets.opt_d.zero_grad()
+    if len(real) == 0:  # Poisson sampling can draw an empty batch: a noise-only step
+        (nets.d(real, y).sum() * 0.0).backward()
+        return
+    _real_loss(nets.d(real, y), target).backward()
+
+
+def private_d_sum(nets: _Nets, real, y, target, fake, y_fake) -> list[torch.Tensor]:
+    """The DP discriminator update before noise and averaging, for records already augmented
+    (``real``, ``y``, smoothed ``target``): the sum of the real samples' clipped gradients plus
+    the expected batch size times the fakes' mean gradient. Adding or removing one record moves
+    it by at most the clipping norm (tests/test_mcgan.py)."""
+    fake_grads, _ = _fake_d_gradient(nets, fake, y_fake)
+    _real_d_backward(nets, real, y, target)
+    nets.opt_d.clip_and_accumulate()
+    m = nets.opt_d.expected_batch_size
+    out = [p.summed_grad + m * fg for p, fg in zip(nets.opt_d.params, fake_grads, strict=True)]
+    nets.opt_d.zero_grad()
+    return out
+
+
+def _generator_step(nets: _Nets, fake, y_fake, device) -> float:
+    nets.opt_g.zero_grad()
+    if nets.private:
+        nets.d.disable_hooks()  # no per-sample grads of D for G's step
+    out = nets.d(fake, y_fake)
+    loss_g = nn.functional.binary_cross_entropy(out, torch.ones(len(fake), device=device))
+    loss_g.backward()
+    if nets.private:
+        nets.d.enable_hooks()
+        nets.opt_d.zero_grad()
+    nets.opt_g.step()
+    return loss_g.item()
 
 
 def _make_private_d(d, opt_d, loader, spec: GanSpec, dp: GanDPSpec, noise: torch.Generator):
@@ -446,12 +540,23 @@ def _make_private_d(d, opt_d, loader, spec: GanSpec, dp: GanDPSpec, noise: torch
     return engine, d_private, opt_d, loader
 
 
-def _gan_privacy(engine, opt_d, loader, dp: GanDPSpec, history, n_train: int) -> dict:
+def _gan_privacy(engine, opt_d, loader, dp: GanDPSpec, history, n_train, fake_batch) -> dict:
     steps = sum(s for _, _, s in engine.accountant.history)
     return {
         "dp": True,
         "library": "opacus",
         "trained_privately": "discriminator (the generator only sees it: post-processing)",
+        "dp_step": (
+            "each real sample's gradient clipped on its own (Opacus); the gradient on "
+            f"{fake_batch} generated images per step (a fixed number, from a public random "
+            "stream, the generator's batch statistics over those images only) added after the "
+            "noise: one real record moves the update by at most max_grad_norm"
+        ),
+        "fake_batch_size": fake_batch,
+        "not_covered": [
+            "losses.csv and the losses figure: only losses on generated images (public) are "
+            "recorded; the noise-free loss on real crops is not",
+        ],
         "accountant": dp.accountant,
         "noise_multiplier": float(opt_d.noise_multiplier),
         "max_grad_norm": dp.max_grad_norm,

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import privacy_notes
 from .config import load_experiments
 from .errors import UserError
 from .fileio import atomic_path, read_csv, write_csv
@@ -233,6 +234,10 @@ PRIVACY_COLUMNS = [
     "source_dp",
     "synthetic_in_lineage",
     "generator_private",
+    "max_crops_per_patient",
+    "patient_epsilon",
+    "patient_delta",
+    "warnings",
 ]
 
 
@@ -249,7 +254,9 @@ def privacy_table(privacy_paths) -> pd.DataFrame:
                 f"{p}: missing {missing}; written by an older version: rerun that job "
                 "(snakemake --forcerun classify)."
             )
-        rows.append({c: d[c] for c in PRIVACY_COLUMNS})
+        row = {c: d[c] for c in PRIVACY_COLUMNS}
+        row["warnings"] = "; ".join(d["warnings"])
+        rows.append(row)
     return pd.DataFrame(rows, columns=PRIVACY_COLUMNS).sort_values(["experiment", "seed"])
 
 
@@ -262,6 +269,14 @@ def _markdown(df: pd.DataFrame, floatfmt=".4g") -> str:
     lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
+
+
+def _not_covered_md(priv: pd.DataFrame) -> str:
+    """What no DP run's guarantee covers (privacy_notes.NOT_COVERED), under the table."""
+    if priv.empty:
+        return ""
+    lines = ["", "Not covered by these guarantees:", ""]
+    return "\n".join(lines + [f"- {x}" for x in privacy_notes.NOT_COVERED]) + "\n"
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -282,7 +297,7 @@ def write_tables(
     privacy_paths = [Path(p).with_name("privacy.json") for p in metric_paths]
     priv = privacy_table(privacy_paths)
     write_csv(out_dir / "privacy.csv", priv)
-    _write_text(out_dir / "privacy.md", _markdown(priv))
+    _write_text(out_dir / "privacy.md", _markdown(priv) + _not_covered_md(priv))
     if frd_csv:
         frd = read_csv(frd_csv)
         write_csv(out_dir / "fidelity.csv", frd)

@@ -1,0 +1,69 @@
+"""What a DP run's (epsilon, delta) means and does not cover: the patient-level guarantee implied
+by group privacy, the warnings a privacy reader needs, and the outputs outside the accountant.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+# Outputs of every DP classifier run that the accountant's guarantee does not cover.
+NOT_COVERED = (
+    "checkpoint selection: validation metrics on real patients, computed without noise, choose "
+    "the released epoch (as in the study); the validation patients are not protected",
+    "metrics.json and predictions.csv: test-set results (test patients are not in training)",
+    "history.csv: validation metrics per epoch; the noise-free training loss is left out",
+)
+APPROXIMATE_ACCOUNTANTS = {"gdp": "the GDP accountant is an approximation (CLT), not a bound"}
+
+
+def max_crops_per_patient(train: pd.DataFrame) -> int:
+    """The most real training crops of one patient (synthetic rows carry no patient)."""
+    real = train[train["patient_id"].astype(str) != ""]
+    return int(real.groupby("patient_id").size().max()) if len(real) else 0
+
+
+def group_privacy(epsilon: float, delta: float, k: int) -> tuple[float, float]:
+    """(epsilon, delta)-DP per record implies (k epsilon, k e^((k-1) epsilon) delta)-DP for a
+    group of k records (Vadhan, "The Complexity of Differential Privacy", Lemma 2.2)."""
+    if k <= 1:
+        return epsilon, delta
+    exponent = (k - 1) * epsilon
+    group_delta = math.inf if exponent > 700 else k * math.exp(exponent) * delta
+    return k * epsilon, min(group_delta, math.inf)
+
+
+def patient_guarantee(epsilon: float, delta: float, k: int) -> dict:
+    eps, dlt = group_privacy(epsilon, delta, k)
+    return {
+        "unit_of_privacy": "crop",
+        "max_crops_per_patient": k,
+        "patient_epsilon": eps,
+        "patient_delta": dlt,
+        "patient_guarantee_vacuous": not dlt < 1,
+    }
+
+
+def dp_warnings(privacy: dict) -> list[str]:
+    """The caveats of one DP run's privacy.json record."""
+    out = []
+    n, delta = privacy["n_train"], privacy["delta"]
+    if delta >= 1 / n:
+        out.append(f"delta = {delta:g} >= 1/N = {1 / n:.3g}: a weak delta for N = {n} records")
+    if privacy["accountant"] in APPROXIMATE_ACCOUNTANTS:
+        out.append(APPROXIMATE_ACCOUNTANTS[privacy["accountant"]])
+    if privacy["epsilon_at_chosen_epoch"] < privacy["epsilon_final"]:
+        out.append(
+            "the released model's guarantee is epsilon_final "
+            f"({privacy['epsilon_final']:.3g}): selection looked at every epoch, so "
+            f"epsilon_at_chosen_epoch ({privacy['epsilon_at_chosen_epoch']:.3g}) is not it"
+        )
+    if privacy.get("max_crops_per_patient", 1) > 1:
+        k = privacy["max_crops_per_patient"]
+        out.append(
+            f"the unit of privacy is the crop; a patient with {k} crops has "
+            f"epsilon {privacy['patient_epsilon']:.3g}, delta {privacy['patient_delta']:.3g}"
+            + (" (vacuous)" if privacy["patient_guarantee_vacuous"] else "")
+        )
+    return out
