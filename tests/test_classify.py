@@ -96,6 +96,9 @@ def test_dp_run_and_privacy_report(tmp_path, tiny_manifest):
     assert "train_loss" not in history  # noise-free loss on private data: left out
     # One crop per patient here: the patient-level guarantee is the crop-level one.
     assert privacy["max_crops_per_patient"] == 1
+    # Real crops only, no source: the lineage is this training alone.
+    assert [p["part"] for p in privacy["lineage_parts"]] == ["classifier dp"]
+    assert privacy["lineage_epsilon_rdp"] == pytest.approx(privacy["epsilon_final"], rel=1e-9)
     assert privacy["patient_epsilon"] == privacy["epsilon_final"]
     assert any("checkpoint selection" in x for x in privacy["not_covered"])
     released = [w for w in privacy["warnings"] if "released model's guarantee" in w]
@@ -691,3 +694,32 @@ def test_backbone_lineage_follows_frozen_sources_to_the_run_that_trained_the_bac
     whole = lineage("from:frozen_on_imagenet", frozen_on_imagenet)
     assert (whole["source_dp"], whole["synthetic_in_lineage"]) == (False, True)
     assert whole["source_loaded"] == "model" and imagenet["source_loaded"] == "backbone"
+
+
+def test_dp_run_on_dp_mcgan_crops_reports_the_lineage_epsilon(tmp_path, tiny_manifest):
+    from opacus.accountants import RDPAccountant
+
+    exp = classify.Experiment("mix", "-", "x", "real+synthetic", "head", "mlp", "backbone", 6.0)
+    job = classify.Job(
+        exp,
+        1,
+        TINY,
+        classify.TrainSpec(epochs=2, batch_size=16, lr=1e-3),
+        classify.DPSpec(),
+        synthetic_generator_private=True,
+    )
+    train = tiny_manifest[tiny_manifest["split"] == "train"]
+    synthetic = train[["path", "label"]].head(16).reset_index(drop=True)
+    gan = {"dp": True, "accountant": "rdp", "noise_multiplier": 1.3, "sample_rate": 0.05}
+    gan |= {"steps": 400, "delta": 1e-5, "epsilon_final": 2.0}
+    classify.run(job, tiny_manifest, synthetic, None, tmp_path, generator_privacy=gan)
+    privacy = json.loads((tmp_path / "privacy.json").read_text())
+    assert [p["part"] for p in privacy["lineage_parts"]] == ["classifier mix", "generator"]
+    acc = RDPAccountant()
+    acc.history = [
+        (privacy["noise_multiplier"], privacy["sample_rate"], privacy["steps"]),
+        (1.3, 0.05, 400),
+    ]
+    delta = privacy["delta"] + 1e-5
+    assert privacy["lineage_epsilon_rdp"] == pytest.approx(acc.get_epsilon(delta), rel=1e-9)
+    assert privacy["lineage_epsilon_basic"] == pytest.approx(privacy["epsilon_final"] + 2.0)

@@ -48,3 +48,61 @@ def test_warnings_name_each_caveat():
     assert "released model's guarantee is epsilon_final (6)" in released
     (group,) = privacy_notes.dp_warnings(_record(**privacy_notes.patient_guarantee(6, 1e-4, 14)))
     assert "a patient with 14 crops has epsilon 84" in group and group.endswith("(vacuous)")
+
+
+def _dp(eps, sigma=1.0, q=0.01, steps=1000, delta=1e-5, accountant="rdp"):
+    from opacus.accountants import RDPAccountant
+
+    acc = RDPAccountant()
+    acc.history = [(sigma, q, steps)]
+    record = {"dp": True, "accountant": accountant, "noise_multiplier": sigma}
+    record |= {"sample_rate": q, "steps": steps, "delta": delta}
+    return record | {"epsilon_final": acc.get_epsilon(delta) if eps is None else eps}
+
+
+def test_lineage_composes_the_rdp_curves_tighter_than_the_sum():
+    from opacus.accountants import RDPAccountant
+
+    gan, clf = _dp(None, sigma=1.2, q=0.007, steps=4000), _dp(None, sigma=0.9, q=0.1, steps=900)
+    parts = [privacy_notes.training_part("generator", gan), privacy_notes.training_part("c", clf)]
+    out = privacy_notes.compose(parts)
+    acc = RDPAccountant()
+    acc.history = [(1.2, 0.007, 4000), (0.9, 0.1, 900)]
+    assert out["lineage_private"] and out["lineage_delta"] == pytest.approx(2e-5)
+    assert out["lineage_epsilon_rdp"] == pytest.approx(acc.get_epsilon(2e-5))
+    basic = gan["epsilon_final"] + clf["epsilon_final"]
+    assert out["lineage_epsilon_basic"] == pytest.approx(basic)
+    assert out["lineage_epsilon_rdp"] < basic
+    for history in ([(1.2, 0.007, 4000)], [(0.9, 0.1, 900)]):  # each part alone, same delta
+        acc.history = history
+        assert acc.get_epsilon(2e-5) < out["lineage_epsilon_rdp"]
+    prv = privacy_notes.compose(
+        [parts[0], privacy_notes.training_part("c", clf | {"accountant": "prv"})]
+    )
+    assert prv["lineage_epsilon_rdp"] is None and prv["lineage_epsilon_basic"] == pytest.approx(
+        basic
+    )
+
+
+def test_lineage_without_a_guarantee_or_with_an_unknown_part():
+    from mammodp.config import Experiment
+
+    realsyn = Experiment("realsyn", "-", "x", "real+synthetic", "head", "mlp", "backbone", 6.0)
+    clf = _dp(6.0)
+    parts = privacy_notes.lineage_parts(realsyn, clf, None, None)  # a non-private generator
+    assert [p["part"] for p in parts] == ["classifier realsyn", "generator"]
+    out = privacy_notes.compose(parts)
+    assert out["lineage_private"] is False and out["lineage_epsilon_rdp"] is None
+    syn = Experiment("syn", "-", "x", "synthetic", "head", "mlp", "backbone", None)
+    only_gan = privacy_notes.lineage_parts(syn, {"dp": False}, _dp(3.0), None)
+    assert [p["part"] for p in only_gan] == ["generator"]  # its own training saw no real crop
+    assert privacy_notes.compose(only_gan)["lineage_epsilon_basic"] == 3.0
+    child = Experiment("child", "-", "x", "real", "head", "mlp", "from:syn", 6.0)
+    source = {"dp": False, "lineage_parts": only_gan}
+    chain = privacy_notes.lineage_parts(child, clf, None, source)
+    assert [p["part"] for p in chain] == ["classifier child", "generator"]
+    assert privacy_notes.compose(chain)["lineage_epsilon_basic"] == pytest.approx(9.0)
+    unknown = privacy_notes.lineage_parts(child, clf, None, None)  # no record of the source
+    assert privacy_notes.compose(unknown)["lineage_private"] is None
+    pretrained = privacy_notes.lineage_parts(child, clf, None, {"pretrained_weights": True})
+    assert [p["part"] for p in pretrained] == ["classifier child"]

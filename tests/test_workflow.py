@@ -162,6 +162,32 @@ def test_tiny_run_end_to_end_then_rerun_is_a_no_op(workdir, write_config):
 
 
 @pytest.mark.workflow
+def test_dp_mcgan_lineage_in_the_privacy_table(workdir, write_config):
+    """With a DP-MCGAN, a DP classifier trained on real and its crops reports the real
+    patients' epsilon over both trainings (RDP-composed and basic), the patient-level pair and
+    its warnings; the GAN's losses.csv holds no loss on real crops."""
+    config = tiny_config(**{"experiments.select": ["realsyn_frozen_dp_eps6"]})
+    config["synthesis"]["mcgan"]["dp"]["enabled"] = True
+    r = snakemake(workdir, "--configfile", str(write_config(config)), "--cores", "2")
+    assert r.returncode == 0, r.stderr[-4000:]
+    res = workdir / "results"
+    gan = json.loads((res / "synthesis" / "mcgan" / "model" / "privacy.json").read_text())
+    losses = pd.read_csv(res / "synthesis" / "mcgan" / "model" / "losses.csv")
+    assert "loss_d" not in losses and "loss_d_fake" in losses
+    row = pd.read_csv(res / "tables" / "privacy.csv").iloc[0]
+    assert row["lineage_private"] and row["lineage_delta"] == pytest.approx(
+        row["delta"] + gan["delta"]
+    )
+    assert row["lineage_epsilon_basic"] == pytest.approx(
+        row["epsilon_final"] + gan["epsilon_final"]
+    )
+    assert max(row["epsilon_final"], gan["epsilon_final"]) < row["lineage_epsilon_basic"]
+    assert row["lineage_epsilon_rdp"] < row["lineage_epsilon_basic"]
+    if row["max_crops_per_patient"] > 1:
+        assert "the unit of privacy is the crop" in row["warnings"]
+
+
+@pytest.mark.workflow
 def test_missing_dicom_fails_clearly_and_keeps_no_output(workdir, write_config):
     cfg = write_config(tiny_config())
     r = snakemake(workdir, "--configfile", str(cfg), "--cores", "2", "--until", "phantom")

@@ -585,10 +585,12 @@ def run(
     out_dir: str | os.PathLike,
     features: list[str] | None = None,
     stop_after: int | None = None,
+    generator_privacy: dict | None = None,
 ) -> dict:
     """Train, select, test and write model.pt, metrics.json, predictions.csv, history.csv and
     privacy.json into ``out_dir``. ``features``: cached backbone features (frozen, non-faithful
-    experiments); computed here when not given."""
+    experiments); computed here when not given. ``generator_privacy``: the DP-MCGAN's
+    privacy.json record, when its crops are in the training set (for the lineage's epsilon)."""
     torch.set_num_threads(job.threads)
     torch.manual_seed(job.seed)
     np.random.seed(job.seed)
@@ -702,14 +704,17 @@ def run(
     model.cpu()
 
     privacy = tr.privacy() or {"dp": False}
+    source_record = _source_privacy(exp, source_model)
     privacy.update(
         {
             "experiment": exp.experiment,
             "seed": job.seed,
             "train_data": exp.train_data,
-            **privacy_lineage(exp, job, _source_privacy(exp, source_model)),
+            **privacy_lineage(exp, job, source_record),
         }
     )
+    parts = privacy_notes.lineage_parts(exp, privacy, generator_privacy, source_record)
+    privacy.update(privacy_notes.compose(parts))
     if privacy["dp"]:
         k = privacy_notes.max_crops_per_patient(train)
         privacy.update(privacy_notes.patient_guarantee(privacy["epsilon_final"], job.dp.delta, k))

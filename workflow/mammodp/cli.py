@@ -326,7 +326,12 @@ def cmd_classify(a):
     )
     manifest = read_csv(a.manifest, required=MANIFEST_COLUMNS)
     synthetic = read_csv(a.synthetic, required=["path", "label"]) if a.synthetic else None
-    metrics = classify.run(job, manifest, synthetic, a.source_model, a.out_dir, a.features)
+    generator = None
+    if a.generator_model:
+        generator = json.loads((Path(a.generator_model) / "privacy.json").read_text())
+    metrics = classify.run(
+        job, manifest, synthetic, a.source_model, a.out_dir, a.features, generator_privacy=generator
+    )
     log.info("test metrics: %s", json.dumps(metrics["test"]))
 
 
@@ -544,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", required=True)
     s.add_argument("--synthetic")
     s.add_argument("--source-model")
+    s.add_argument("--generator-model", help="the DP-MCGAN's model folder (its privacy.json)")
     s.add_argument("--features", nargs="*", help="cached backbone features (frozen backbones)")
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_classify)

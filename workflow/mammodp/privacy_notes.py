@@ -67,3 +67,63 @@ def dp_warnings(privacy: dict) -> list[str]:
             + (" (vacuous)" if privacy["patient_guarantee_vacuous"] else "")
         )
     return out
+
+
+# ----------------------------------------------------------------------------- lineage
+
+ACCOUNT_KEYS = ("accountant", "noise_multiplier", "sample_rate", "steps", "delta")
+
+
+def training_part(name: str, privacy: dict | None) -> dict:
+    """One training that touched the real training patients, from its privacy.json record
+    (a classifier's or a DP-MCGAN's); ``private: False`` when it was not DP."""
+    if not privacy or not privacy.get("dp"):
+        return {"part": name, "private": False}
+    return {
+        "part": name,
+        "private": True,
+        **{k: privacy[k] for k in ACCOUNT_KEYS},
+        "epsilon": privacy["epsilon_final"],
+    }
+
+
+def lineage_parts(exp, own: dict, generator: dict | None, source: dict | None) -> list[dict]:
+    """Every training of this run's lineage that saw the real training patients: this run (if it
+    trains on real crops), the generator of its synthetic crops, and its source model's lineage
+    (``source``: the privacy.json record of what it loads; None: unknown)."""
+    parts = []
+    if "real" in exp.train_data.split("+"):
+        parts.append(training_part(f"classifier {exp.experiment}", own))
+    if "synthetic" in exp.train_data:
+        parts.append(training_part("generator", generator))
+    if exp.source:
+        unknown = [{"part": f"source {exp.source}", "private": None}]  # no record of its training
+        if source is None:
+            parts += unknown
+        elif not source.get("pretrained_weights"):
+            parts += source.get("lineage_parts", unknown)
+    return parts
+
+
+def compose(parts: list[dict]) -> dict:
+    """The real training patients' guarantee over the whole lineage: the RDP curves composed
+    (one accountant over every part's steps; needs RDP everywhere) and basic composition (the
+    sum of the epsilons and deltas) beside it, both at the summed delta."""
+    out = {"lineage_parts": parts, "lineage_private": True, "lineage_delta": None}
+    out |= {"lineage_epsilon_rdp": None, "lineage_epsilon_basic": None}
+    if any(p["private"] is not True for p in parts):
+        known = all(p["private"] is not None for p in parts)
+        out["lineage_private"] = False if known else None
+        return out
+    if not parts:
+        return out
+    delta = sum(p["delta"] for p in parts)
+    out["lineage_delta"] = delta
+    out["lineage_epsilon_basic"] = sum(p["epsilon"] for p in parts)
+    if all(p["accountant"] == "rdp" for p in parts):
+        from opacus.accountants import RDPAccountant
+
+        acc = RDPAccountant()
+        acc.history = [(p["noise_multiplier"], p["sample_rate"], p["steps"]) for p in parts]
+        out["lineage_epsilon_rdp"] = float(acc.get_epsilon(delta))
+    return out

@@ -19,6 +19,9 @@ rule backbone_features:
     params:
         model=as_json(config["classifier"]["model"]),
         source=lambda wc, input: optional_flag(input, "source_model", "--source-model"),
+        generator=lambda wc, input: optional_flag(
+            input, "generator_model", "--generator-model"
+        ),
         batch_size=config["classifier"]["train"]["feature_batch_size"],
         device=config["device"],
     shell:
@@ -49,9 +52,13 @@ rule classify:
         job=job_json,
         synthetic=lambda wc, input: optional_flag(input, "synthetic", "--synthetic"),
         source=lambda wc, input: optional_flag(input, "source_model", "--source-model"),
+        generator=lambda wc, input: optional_flag(
+            input, "generator_model", "--generator-model"
+        ),
         features=lambda wc, input: optional_flag(input, "features", "--features"),
         out_dir=lambda wc: run_dir(wc.experiment, wc.seed),
     shell:
         "mammodp classify --job {params.job:q} --manifest {input.manifest}"
-        " {params.synthetic} {params.source} {params.features} --out-dir {params.out_dir}"
+        " {params.synthetic} {params.source} {params.generator} {params.features}"
+        " --out-dir {params.out_dir}"
         " > {log} 2>&1"

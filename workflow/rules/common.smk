@@ -179,6 +179,9 @@ def classify_inputs(wildcards):
     inputs = {"manifest": f"{DATA}/crops.csv"}
     if "synthetic" in exp.train_data:
         inputs["synthetic"] = synthetic_manifest()
+        if GENERATOR == "mcgan" and config["synthesis"]["mcgan"]["dp"]["enabled"]:
+            # Its privacy.json: the generator's epsilon enters the lineage's.
+            inputs["generator_model"] = rules.train_mcgan.output[0]
     if exp.source:
         # Pretraining (from: and backbone:) is a DAG edge: the source experiment, same seed.
         inputs["source_model"] = f"{run_dir(exp.source, wildcards.seed)}/model.pt"
