@@ -120,26 +120,6 @@ def test_no_epoch_in_the_epsilon_window_is_flagged(tmp_path, tiny_manifest, capl
     assert "no epoch spent an epsilon within (1.04, 1.05) x 6" in caplog.text
 
 
-def test_study_noise_multipliers():
-    """With the study's settings (N=1104, batch 128, 300 epochs, delta 1e-4) sigma is what
-    Opacus computes."""
-    from opacus.accountants.utils import get_noise_multiplier
-
-    q, steps = 128 / 1104, 300 * int(1104 / 128)
-    sigmas = {
-        e: get_noise_multiplier(
-            target_epsilon=e, target_delta=1e-4, sample_rate=q, steps=steps, accountant="rdp"
-        )
-        for e in (1, 6, 60)
-    }
-    assert sigmas[1] > sigmas[6] > sigmas[60] > 0
-    from opacus.accountants import RDPAccountant
-
-    acc = RDPAccountant()
-    acc.history = [(sigmas[6], q, steps)]
-    assert acc.get_epsilon(1e-4) <= 6.0
-
-
 def test_same_seed_same_numbers(tmp_path, tiny_manifest):
     a = classify.run(_job("a", eps=6.0), tiny_manifest, None, None, tmp_path / "a")
     b = classify.run(_job("a", eps=6.0), tiny_manifest, None, None, tmp_path / "b")
@@ -198,66 +178,174 @@ def test_privacy_lineage_follows_the_source_model(train_data, source, private, w
     assert ("NOT trained privately" in lineage["note"]) == (want == (True, False))
 
 
-def test_bookkeeping_clipping_equals_opacus_per_sample_path():
-    """The clipped, summed gradient (before noise) and the noise scale are Opacus' own."""
-    from opacus import GradSampleModule
-    from opacus.optimizers import DPOptimizer
+def test_noise_multipliers_for_the_study_settings_reach_the_target_epsilon():
+    """N = 1104, batch 128, 300 epochs, delta 1e-4: accounting sigma over the planned steps at
+    the loader's sample rate spends at most the target epsilon, and 1 % less noise spends more
+    (sigma is the smallest that fits, as make_private_with_epsilon has it)."""
+    from opacus.accountants import RDPAccountant
+    from opacus.data_loader import DPDataLoader
 
+    dataset = torch.utils.data.TensorDataset(torch.arange(1104))
+    _, q = classify._poisson_loader(dataset, 128, torch.Generator())
+    loader = torch.utils.data.DataLoader(dataset, batch_size=128)
+    assert q == DPDataLoader.from_data_loader(loader).sample_rate == 1 / 9
+    for eps in (1, 6, 12, 20, 60):
+        sigma = classify.noise_multiplier(_job("x", eps=float(eps), epochs=300), q)
+        acc = RDPAccountant()
+        acc.history = [(sigma, q, 300 * 9)]
+        assert acc.get_epsilon(1e-4) <= eps
+        acc.history = [(sigma * 0.99, q, 300 * 9)]
+        assert acc.get_epsilon(1e-4) > eps
+
+
+def _dp_job(name, clipping="bookkeeping", batch=16, epochs=3, unit="crop", accountant="rdp"):
+    import dataclasses
+
+    j = _job(name, eps=6.0, epochs=epochs)
+    j.train = dataclasses.replace(j.train, batch_size=batch)
+    j.dp = dataclasses.replace(j.dp, clipping=clipping, unit=unit, accountant=accountant)
+    return j
+
+
+def _batch_sizes(monkeypatch):
+    """Record the size of every Poisson batch the DP loop draws."""
+    sizes = []
+    make = classify._poisson_loader
+
+    def recording(dataset, batch_size, gen):
+        loader, q = make(dataset, batch_size, gen)
+
+        class Recorder:
+            def __len__(self):
+                return len(loader)
+
+            def __iter__(self):
+                for batch in loader:
+                    sizes.append(len(batch[0]))
+                    yield batch
+
+        return Recorder(), q
+
+    monkeypatch.setattr(classify, "_poisson_loader", recording)
+    return sizes
+
+
+@pytest.mark.parametrize("batch", [16, 1])
+def test_bookkeeping_runs_equal_opacus_runs(tmp_path, tiny_manifest, monkeypatch, batch):
+    """Whole DP runs with the same seeds: book-keeping and Opacus' per-sample path draw the same
+    batches and noise and train the same head. Batch size 1 (q = 1/48) draws empty batches."""
+    sizes = _batch_sizes(monkeypatch)
+    epochs = 3 if batch > 1 else 1
+    bk = classify.run(
+        _dp_job("o", batch=batch, epochs=epochs), tiny_manifest, None, None, tmp_path / "bk"
+    )
+    op = classify.run(
+        _dp_job("o", "opacus", batch, epochs), tiny_manifest, None, None, tmp_path / "op"
+    )
+    steps = epochs * (48 // batch)
+    assert len(sizes) == 2 * steps and sizes[:steps] == sizes[steps:]
+    if batch == 1:
+        assert 0 in sizes and max(sizes) >= 2  # empty Poisson batches and doubles
+    assert bk["chosen_epoch"] == op["chosen_epoch"]
+    for name in ("history.csv", "predictions.csv"):
+        a, b = (pd.read_csv(tmp_path / d / name) for d in ("bk", "op"))
+        pd.testing.assert_frame_equal(a, b, rtol=1e-4, atol=1e-5)
+    priv = [json.loads((tmp_path / d / "privacy.json").read_text()) for d in ("bk", "op")]
+    assert priv[0]["steps"] == priv[1]["steps"] == steps
+    assert priv[0]["epsilon_final"] == pytest.approx(priv[1]["epsilon_final"], rel=1e-12)
+
+
+def test_synthetic_rows_are_counted_in_the_sample_rate(tmp_path, tiny_manifest):
+    exp = classify.Experiment("mix", "-", "x", "real+synthetic", "head", "mlp", "backbone", 6.0)
+    job = classify.Job(
+        exp, 1, TINY, classify.TrainSpec(epochs=2, batch_size=16, lr=1e-3), classify.DPSpec()
+    )
+    train = tiny_manifest[tiny_manifest["split"] == "train"]
+    synthetic = train[["path", "label"]].head(40).reset_index(drop=True)
+    classify.run(job, tiny_manifest, synthetic, None, tmp_path)
+    privacy = json.loads((tmp_path / "privacy.json").read_text())
+    assert privacy["n_train"] == privacy["n_units"] == 88
+    assert privacy["sample_rate"] == pytest.approx(1 / 6)  # 1 / ceil(88 / 16), not 1 / 3
+    assert privacy["steps"] == 2 * 6
+
+
+def test_the_chosen_epoch_is_the_best_eligible_one(tmp_path, tiny_manifest):
+    """The window is reached: the chosen epoch spent an epsilon inside it and has the best
+    validation AUPRC (then loss) of the eligible epochs, not of all epochs."""
+    import dataclasses
+
+    job = _job("w", eps=6.0, epochs=6)
+    job.dp = dataclasses.replace(job.dp, epsilon_window=(0.8, 1.05))
+    classify.run(job, tiny_manifest, None, None, tmp_path)
+    privacy = json.loads((tmp_path / "privacy.json").read_text())
+    h = pd.read_csv(tmp_path / "history.csv")
+    inside = h[(h["epsilon"] > 0.8 * 6.0) & (h["epsilon"] < 1.05 * 6.0)]
+    assert 0 < len(inside) < len(h)
+    assert h["eligible"].tolist() == h.index.isin(inside.index).tolist()
+    best = inside.sort_values(["val_auprc", "val_loss"], ascending=[False, True]).iloc[0]
+    assert privacy["chosen_in_window"] is True
+    assert privacy["chosen_epoch"] == best["epoch"]
+    assert privacy["epsilon_at_chosen_epoch"] == pytest.approx(best["epsilon"])
+
+
+@pytest.mark.parametrize("accountant", ["prv", "gdp"])
+def test_prv_and_gdp_accountants(tmp_path, tiny_manifest, accountant):
+    """sigma for the target under the chosen accountant; its epsilon recomputed independently
+    from (sigma, q, steps); the GDP approximation is flagged."""
+    from opacus.accountants import create_accountant
+
+    classify.run(_dp_job("a", accountant=accountant, epochs=4), tiny_manifest, None, None, tmp_path)
+    privacy = json.loads((tmp_path / "privacy.json").read_text())
+    assert privacy["accountant"] == accountant
+    acc = create_accountant(accountant)
+    acc.history = [(privacy["noise_multiplier"], privacy["sample_rate"], privacy["steps"])]
+    assert acc.get_epsilon(privacy["delta"]) == pytest.approx(privacy["epsilon_final"], rel=1e-6)
+    assert privacy["epsilon_final"] <= 6.0 * 1.01  # Opacus' epsilon tolerance
+    rdp = classify.noise_multiplier(_dp_job("a", epochs=4), privacy["sample_rate"])
+    assert privacy["noise_multiplier"] != pytest.approx(rdp, rel=1e-3)  # its own sigma
+    flagged = any("approximation" in w for w in privacy["warnings"])
+    assert flagged == (accountant == "gdp")
+
+
+def test_patient_unit_samples_and_clips_whole_patients(tmp_path, tiny_manifest, monkeypatch):
+    """dp.unit: patient on a cohort where patients have 1-4 crops: every Poisson batch holds
+    whole patients, each patient's gradient is clipped as one, the accountant counts patients and
+    the patient-level epsilon is the accountant's."""
     from mammodp.bookkeeping import BookKeepingDP
 
-    torch.manual_seed(0)
-    head = models.make_head("mlp", 32)
-    ref = models.make_head("mlp", 32)
-    ref.load_state_dict(head.state_dict())
-    x, y = torch.randn(24, 32) * 3, torch.randint(0, 2, (24,))
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1, reduction="sum")
-    bk = BookKeepingDP(head, max_grad_norm=1.0, noise_multiplier=0.0, expected_batch_size=1)
-    norms = bk.clipped_sum(loss_fn(head(x), y))
-    assert (norms > 1.0).any() and (norms < 1.0).any()  # both clipped and unclipped samples
-    gsm = GradSampleModule(ref, loss_reduction="sum")
-    opt = DPOptimizer(
-        torch.optim.SGD(ref.parameters(), lr=0.1),
-        noise_multiplier=0.0,
-        max_grad_norm=1.0,
-        expected_batch_size=1,
-        loss_reduction="sum",
-    )
-    loss_fn(gsm(x), y).backward()
-    opt.pre_step()  # Opacus: per-sample clipping, sum, (zero) noise, scaling
-    for p_bk, p_ref in zip(head.parameters(), ref.parameters(), strict=True):
-        assert torch.allclose(p_bk.grad, p_ref.grad, atol=1e-5, rtol=1e-4)
-    # Noise: N(0, (sigma C)^2) per coordinate, then / expected batch size, like Opacus.
-    gen_a, gen_b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    bk2 = BookKeepingDP(
-        head, max_grad_norm=2.0, noise_multiplier=1.5, expected_batch_size=8, generator=gen_a
-    )
-    bk2.empty_step()
-    bk2.add_noise_and_scale()
-    expected = torch.normal(0.0, 3.0, size=head[0].weight.shape, generator=gen_b) / 8
-    assert torch.equal(head[0].weight.grad, expected)
+    m = tiny_manifest.copy()
+    train = m.index[m["split"] == "train"]
+    m.loc[train, "patient_id"] = [f"p{i // 4 if i < 24 else 100 + i // 2}" for i in range(48)]
+    crops = m.loc[train].groupby("patient_id").size()
+    seen = []
+    clipped_sum = BookKeepingDP.clipped_sum
 
+    def recording(self, loss_sum, units=None):
+        seen.append(units.clone())
+        return clipped_sum(self, loss_sum, units)
 
-def test_noise_multipliers_for_the_study_settings_are_opacus_own():
-    """N = 1104, batch 128, 300 epochs, delta 1e-4: sigma as make_private_with_epsilon has it."""
-    from opacus import PrivacyEngine
-
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(torch.zeros(1104, 2)), batch_size=128
-    )
-    for eps in (1, 6, 12, 20, 60):
-        job = _job("x", eps=float(eps), epochs=300)
-        engine = PrivacyEngine(accountant="rdp")  # the study's accountant
-        module = torch.nn.Linear(2, 2)
-        _, opt, _ = engine.make_private_with_epsilon(
-            module=module,
-            optimizer=torch.optim.SGD(module.parameters(), lr=1.0),
-            data_loader=loader,
-            target_epsilon=eps,
-            target_delta=1e-4,
-            epochs=300,
-            max_grad_norm=1.0,
-        )
-        assert classify.noise_multiplier(job, 1 / len(loader)) == opt.noise_multiplier
+    monkeypatch.setattr(BookKeepingDP, "clipped_sum", recording)
+    classify.run(_dp_job("u", unit="patient"), m, None, None, tmp_path / "u")
+    privacy = json.loads((tmp_path / "u" / "privacy.json").read_text())
+    assert privacy["unit_of_privacy"] == "patient" and privacy["n_units"] == len(crops) == 18
+    assert privacy["sample_rate"] == pytest.approx(1 / 3) and privacy["steps"] == 9
+    assert privacy["patient_epsilon"] == privacy["epsilon_final"]
+    assert privacy["max_crops_per_patient"] == 4
+    assert not any("unit of privacy is the crop" in w for w in privacy["warnings"])
+    units = classify.row_units(m.loc[train].reset_index(drop=True), "patient")
+    per_unit = torch.bincount(units)
+    assert sorted(per_unit.tolist()) == sorted(crops.tolist())
+    assert seen and sum(len(b) for b in seen) > 0
+    for batch in seen:
+        ids, count = torch.unique(batch, return_counts=True)
+        assert torch.equal(count, per_unit[ids])  # every crop of a drawn patient
+    monkeypatch.undo()
+    classify.run(_dp_job("u"), m, None, None, tmp_path / "c")  # the same job, per crop
+    crop_privacy = json.loads((tmp_path / "c" / "privacy.json").read_text())
+    assert crop_privacy["noise_multiplier"] == privacy["noise_multiplier"]  # same q and steps
+    assert crop_privacy["patient_epsilon"] == pytest.approx(4 * crop_privacy["epsilon_final"])
+    losses = [pd.read_csv(tmp_path / d / "history.csv")["val_loss"] for d in ("u", "c")]
+    assert not np.allclose(*losses)  # other batches, other clipping
 
 
 @pytest.mark.parametrize(
@@ -316,16 +404,19 @@ def test_cached_feature_files_give_the_same_run(tmp_path, tiny_manifest):
 def test_faithful_loop_runs_the_backbone_in_train_mode(tmp_path, tiny_manifest):
     import dataclasses
 
-    j = _job("f", eps=6.0, epochs=2)
-    j.train = dataclasses.replace(j.train, faithful=True)
-    j.model = dataclasses.replace(TINY, drop_path_rate=0.5)
-    faithful = classify.run(j, tiny_manifest, None, None, tmp_path / "f")
-    cached = classify.run(_job("f", eps=6.0, epochs=2), tiny_manifest, None, None, tmp_path / "c")
-    assert faithful["chosen_epoch"] >= 1 and cached["chosen_epoch"] >= 1
-    pf = pd.read_csv(tmp_path / "f" / "predictions.csv")["p_benign"]
-    pc = pd.read_csv(tmp_path / "c" / "predictions.csv")["p_benign"]
-    assert not np.allclose(pf, pc)  # stochastic depth changed what the head was trained on
-    h = pd.read_csv(tmp_path / "f" / "history.csv")
+    def faithful(rate, out):
+        j = _job("f", eps=6.0, epochs=2)
+        j.train = dataclasses.replace(j.train, faithful=True)
+        j.model = dataclasses.replace(TINY, drop_path_rate=rate)
+        classify.run(j, tiny_manifest, None, None, tmp_path / out)
+        return pd.read_csv(tmp_path / out / "predictions.csv")["p_benign"]
+
+    # The same loop, seeds and draws; only the depth differs. In eval mode (stochastic depth
+    # off) the rate would change nothing.
+    p0, p0_again, p5 = faithful(0.0, "a"), faithful(0.0, "b"), faithful(0.5, "c")
+    assert np.array_equal(p0, p0_again)
+    assert not np.allclose(p0, p5, atol=1e-4)  # stochastic depth changed what the head saw
+    h = pd.read_csv(tmp_path / "c" / "history.csv")
     assert len(h) == 2 and h["epsilon"].notna().all()
 
 

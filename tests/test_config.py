@@ -213,3 +213,15 @@ def test_secure_mode_is_refused_at_validation_with_its_reason():
     assert "\n" not in message
     assert "secure_mode = true is not available" in message and "torchcsprng" in message
     assert "set it to false" in message
+
+
+def test_patient_unit_needs_bookkeeping_clipping():
+    cfg = copy.deepcopy(demo_config())
+    cfg["classifier"]["dp"]["unit"] = "patient"
+    validate_config(cfg, "demo")  # with book-keeping clipping: valid
+    cfg["classifier"]["dp"]["clipping"] = "opacus"
+    with pytest.raises(ConfigError, match="unit = patient .* set clipping: bookkeeping"):
+        validate_config(cfg, "demo")
+    cfg["classifier"]["dp"]["unit"] = "lesion"
+    with pytest.raises(ConfigError, match="classifier.dp.unit"):
+        validate_config(cfg, "demo")

@@ -106,3 +106,42 @@ def test_lineage_without_a_guarantee_or_with_an_unknown_part():
     assert privacy_notes.compose(unknown)["lineage_private"] is None
     pretrained = privacy_notes.lineage_parts(child, clf, None, {"pretrained_weights": True})
     assert [p["part"] for p in pretrained] == ["classifier child"]
+
+
+def test_patient_unit_needs_no_group_privacy():
+    unit = privacy_notes.patient_guarantee(6.0, 1e-4, 14, unit="patient")
+    assert (unit["patient_epsilon"], unit["patient_delta"]) == (6.0, 1e-4)
+    assert unit["unit_of_privacy"] == "patient" and not unit["patient_guarantee_vacuous"]
+    record = _record(**unit, n_units=578)  # 578 patients: delta 1e-4 < 1/578, no warning
+    assert privacy_notes.dp_warnings(record) == []
+    (weak,) = privacy_notes.dp_warnings(record | {"n_units": 20000})
+    assert "for N = 20000 patients" in weak
+
+
+def test_lineage_patient_level_bounds():
+    gan, clf = _dp(None, sigma=1.2, q=0.007, steps=4000), _dp(None, sigma=0.9, q=0.1, steps=900)
+    crop = [privacy_notes.training_part("generator", gan), privacy_notes.training_part("c", clf)]
+    out = privacy_notes.compose(crop, max_crops=3)
+    want = privacy_notes.group_privacy(out["lineage_epsilon_rdp"], out["lineage_delta"], 3)
+    assert out["lineage_unit"] == "crop"
+    assert (out["lineage_patient_epsilon"], out["lineage_patient_delta"]) == want
+    per_patient = [p | {"unit": "patient"} for p in crop]
+    out = privacy_notes.compose(per_patient, max_crops=3)
+    assert out["lineage_unit"] == "patient"
+    assert out["lineage_patient_epsilon"] == out["lineage_epsilon_rdp"]  # no group privacy
+    mixed = privacy_notes.compose([crop[0], per_patient[1]], max_crops=3)
+    assert mixed["lineage_unit"] == "mixed" and mixed["lineage_epsilon_rdp"] is None
+    g_eps, g_delta = privacy_notes.group_privacy(gan["epsilon_final"], gan["delta"], 3)
+    assert mixed["lineage_patient_epsilon"] == pytest.approx(g_eps + clf["epsilon_final"])
+    assert mixed["lineage_patient_delta"] == pytest.approx(g_delta + clf["delta"])
+
+
+def test_lineage_warnings_of_a_run_that_is_not_private_itself():
+    from mammodp.config import Experiment
+
+    syn = Experiment("syn", "-", "x", "synthetic", "head", "mlp", "backbone", None)
+    gan = _dp(3.0, accountant="gdp") | {"n_train": 1104}
+    record = privacy_notes.compose(privacy_notes.lineage_parts(syn, {"dp": False}, gan, None), 14)
+    first, approximate, group = privacy_notes.lineage_warnings(record)
+    assert "not trained privately" in first and "approximation" in approximate
+    assert "a patient with 14 crops has epsilon 42" in group

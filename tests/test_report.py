@@ -9,8 +9,10 @@ from pathlib import Path
 
 import cv2
 import pandas as pd
+import pytest
 
 from mammodp import comparison, figures, tables
+from mammodp.errors import UserError
 from mammodp.study_settings import STUDY_SETTINGS
 
 from .conftest import REPO
@@ -82,6 +84,11 @@ def _runs(tmp_path):
                 lineage_epsilon_rdp=5.9,
                 lineage_epsilon_basic=5.9,
                 lineage_delta=1e-4,
+                lineage_unit="crop",
+                lineage_patient_epsilon=17.7,
+                lineage_patient_delta=1e-4 * 3 * 2.718281828**11.8,
+                unit_of_privacy="crop",
+                n_units=100,
                 max_crops_per_patient=3,
                 patient_epsilon=17.7,
                 patient_delta=1e-4 * 3 * 2.718281828**11.8,
@@ -123,7 +130,30 @@ def test_main_table_recomputed_independently(tmp_path):
     assert (privacy["warnings"] == "first caveat; second caveat").all()
     assert (privacy["max_crops_per_patient"] == 3).all()
     md = (tmp_path / "tables" / "privacy.md").read_text()
-    assert "Not covered by these guarantees:" in md and "checkpoint selection" in md
+    assert "Not covered by the DP runs' guarantees:" in md and "checkpoint selection" in md
+    assert "dp = False" not in md  # no lineage-only row
+
+
+def test_privacy_table_has_a_row_for_a_run_private_only_through_its_lineage(tmp_path):
+    """A non-DP classifier on a DP-MCGAN's crops: a row with the lineage's guarantee and empty
+    DP-SGD columns; one written before these columns existed is refused with the fix."""
+    record = {"dp": False, "experiment": "syn", "seed": 1, "lineage_private": True}
+    record |= {"lineage_epsilon_rdp": 2.0, "lineage_epsilon_basic": 2.0, "lineage_delta": 1e-5}
+    record |= {"lineage_unit": "crop", "lineage_patient_epsilon": 6.0}
+    record |= {"lineage_patient_delta": 3e-3, "synthetic_in_training": True}
+    record |= {"generator_private": True, "warnings": ["not trained privately"]}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "privacy.json").write_text(json.dumps(record))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "privacy.json").write_text(json.dumps(record | {"lineage_private": False}))
+    table = tables.privacy_table([tmp_path / "a" / "privacy.json", tmp_path / "b" / "privacy.json"])
+    (row,) = table.to_dict("records")
+    assert row["experiment"] == "syn" and row["lineage_patient_epsilon"] == 6.0
+    assert row["noise_multiplier"] is None and row["warnings"] == "not trained privately"
+    del record["lineage_patient_epsilon"]
+    (tmp_path / "a" / "privacy.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match="lineage_patient_epsilon.*--forcerun classify"):
+        tables.privacy_table([tmp_path / "a" / "privacy.json"])
 
 
 def test_latex_is_balanced_booktabs(tmp_path):

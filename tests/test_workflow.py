@@ -163,10 +163,14 @@ def test_tiny_run_end_to_end_then_rerun_is_a_no_op(workdir, write_config):
 
 @pytest.mark.workflow
 def test_dp_mcgan_lineage_in_the_privacy_table(workdir, write_config):
-    """With a DP-MCGAN, a DP classifier trained on real and its crops reports the real
+    """With a DP-MCGAN: a DP classifier trained on real and its crops reports the real
     patients' epsilon over both trainings (RDP-composed and basic), the patient-level pair and
-    its warnings; the GAN's losses.csv holds no loss on real crops."""
-    config = tiny_config(**{"experiments.select": ["realsyn_frozen_dp_eps6"]})
+    its warnings; a non-DP classifier on its crops alone has a row with the generator's
+    guarantee; the GAN's losses.csv holds no loss on real crops. Then dp.unit: patient: the
+    classifier's epsilon is per patient and the lineage adds the patient-level bounds."""
+    from mammodp import privacy_notes
+
+    config = tiny_config(**{"experiments.select": ["realsyn_frozen_dp_eps6", "syn_frozen_nodp"]})
     config["synthesis"]["mcgan"]["dp"]["enabled"] = True
     r = snakemake(workdir, "--configfile", str(write_config(config)), "--cores", "2")
     assert r.returncode == 0, r.stderr[-4000:]
@@ -174,10 +178,10 @@ def test_dp_mcgan_lineage_in_the_privacy_table(workdir, write_config):
     gan = json.loads((res / "synthesis" / "mcgan" / "model" / "privacy.json").read_text())
     losses = pd.read_csv(res / "synthesis" / "mcgan" / "model" / "losses.csv")
     assert "loss_d" not in losses and "loss_d_fake" in losses
-    row = pd.read_csv(res / "tables" / "privacy.csv").iloc[0]
-    assert row["lineage_private"] and row["lineage_delta"] == pytest.approx(
-        row["delta"] + gan["delta"]
-    )
+    table = pd.read_csv(res / "tables" / "privacy.csv").set_index("experiment")
+    row, syn = table.loc["realsyn_frozen_dp_eps6"], table.loc["syn_frozen_nodp"]
+    assert row["dp"] and row["lineage_private"] and row["unit_of_privacy"] == "crop"
+    assert row["lineage_delta"] == pytest.approx(row["delta"] + gan["delta"])
     assert row["lineage_epsilon_basic"] == pytest.approx(
         row["epsilon_final"] + gan["epsilon_final"]
     )
@@ -185,6 +189,31 @@ def test_dp_mcgan_lineage_in_the_privacy_table(workdir, write_config):
     assert row["lineage_epsilon_rdp"] < row["lineage_epsilon_basic"]
     if row["max_crops_per_patient"] > 1:
         assert "the unit of privacy is the crop" in row["warnings"]
+    # Not DP itself, trained on the DP-MCGAN's crops only: the generator's guarantee.
+    assert not syn["dp"] and syn["lineage_private"] and pd.isna(syn["noise_multiplier"])
+    assert syn["lineage_epsilon_basic"] == pytest.approx(gan["epsilon_final"])
+    assert syn["lineage_epsilon_rdp"] == pytest.approx(gan["epsilon_final"], rel=1e-6)
+    assert "not trained privately" in syn["warnings"]
+    md = (res / "tables" / "privacy.md").read_text()
+    assert "runs with dp = False" in md and "Not covered by the DP runs' guarantees" in md
+
+    config["classifier"]["dp"]["unit"] = "patient"
+    r = snakemake(workdir, "--configfile", str(write_config(config)), "--cores", "2")
+    assert r.returncode == 0, r.stderr[-4000:]
+    own = json.loads(
+        (res / "classify" / "realsyn_frozen_dp_eps6" / "seed1" / "privacy.json").read_text()
+    )
+    k = own["lineage_max_crops_per_patient"]
+    row = (
+        pd.read_csv(res / "tables" / "privacy.csv")
+        .set_index("experiment")
+        .loc["realsyn_frozen_dp_eps6"]
+    )
+    assert row["unit_of_privacy"] == "patient" and row["patient_epsilon"] == row["epsilon_final"]
+    assert row["n_units"] < own["n_train"] or k == 1
+    assert row["lineage_unit"] == "mixed" and pd.isna(row["lineage_epsilon_rdp"])
+    gan_eps, _ = privacy_notes.group_privacy(gan["epsilon_final"], gan["delta"], k)
+    assert row["lineage_patient_epsilon"] == pytest.approx(row["epsilon_final"] + gan_eps)
 
 
 @pytest.mark.workflow

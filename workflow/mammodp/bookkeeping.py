@@ -7,6 +7,11 @@ of every sample's gradient comes from two vector norms ("book-keeping"), and the
 same clip factors, C / (|∇_i| + 1e-6) capped at 1, the same sum); Opacus still does the Poisson
 sampling and the privacy accounting. Noise is added as Opacus does: N(0, (σC)²) per coordinate,
 then the sum is divided by the expected batch size.
+
+With ``units`` (``dp.unit: patient``) the clipped quantity is each unit's summed gradient
+Σ_{i∈u} g_i a_iᵀ: its squared norm is Σ_{i,j∈u} (g_i·g_j)(a_i·a_j + 1), the within-unit part of
+the Gram matrices of the output gradients and of the activations, so no per-sample (or per-unit)
+gradient is formed either.
 """
 
 from __future__ import annotations
@@ -54,16 +59,19 @@ class BookKeepingDP:
         self._inputs.append(inputs[0].detach())
         self._outputs.append(output)
 
-    def clipped_sum(self, loss_sum: torch.Tensor) -> torch.Tensor:
+    def clipped_sum(self, loss_sum: torch.Tensor, units: torch.Tensor | None = None):
         """Set each parameter's ``.grad`` to the clipped sum of per-sample gradients of
-        ``loss_sum`` (a sum over samples of the forward just run); return per-sample norms."""
+        ``loss_sum`` (a sum over samples of the forward just run); return per-sample norms.
+        ``units``: a unit id per sample; then each unit's summed gradient is clipped and the
+        per-unit norms (in the order of ``units.unique()``) are returned."""
         grads = torch.autograd.grad(loss_sum, self._outputs)
-        sq = None
-        for a, g, layer in zip(self._inputs, grads, self.linears, strict=True):
-            term = g.pow(2).sum(1) * (a.pow(2).sum(1) + (1.0 if layer.bias is not None else 0.0))
-            sq = term if sq is None else sq + term
-        norms = sq.sqrt()
-        clip = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+        if units is None:
+            norms = self._sample_sq_norms(grads).sqrt()
+            clip = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+        else:
+            _, inverse = torch.unique(units, return_inverse=True)
+            norms = self._unit_sq_norms(grads, inverse).sqrt()
+            clip = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)[inverse]
         for a, g, layer in zip(self._inputs, grads, self.linears, strict=True):
             weighted = g * clip[:, None]
             layer.weight.grad = weighted.t() @ a
@@ -72,6 +80,26 @@ class BookKeepingDP:
         self._inputs.clear()
         self._outputs.clear()
         return norms
+
+    def _bias(self, layer) -> float:
+        return 1.0 if layer.bias is not None else 0.0
+
+    def _sample_sq_norms(self, grads) -> torch.Tensor:
+        sq = 0.0
+        for a, g, layer in zip(self._inputs, grads, self.linears, strict=True):
+            sq = sq + g.pow(2).sum(1) * (a.pow(2).sum(1) + self._bias(layer))
+        return sq
+
+    def _unit_sq_norms(self, grads, inverse: torch.Tensor) -> torch.Tensor:
+        """|Σ_{i∈u} ∇_i|² per unit from the Gram matrices, summed over the layers."""
+        same = inverse[:, None] == inverse[None, :]
+        per_row = 0.0
+        for a, g, layer in zip(self._inputs, grads, self.linears, strict=True):
+            pair = (g @ g.t()) * (a @ a.t() + self._bias(layer))
+            per_row = per_row + (pair * same).sum(1)
+        n_units = int(inverse.max()) + 1
+        sq = torch.zeros(n_units, dtype=per_row.dtype).index_add_(0, inverse, per_row)
+        return sq.clamp(min=0.0)  # rounding can make a zero norm slightly negative
 
     def empty_step(self) -> None:
         """A Poisson batch can be empty: the gradient is zero and only noise is added."""

@@ -78,6 +78,7 @@ class DPSpec:
     epsilon_window: tuple[float, float] = (0.75, 1.05)
     secure_mode: bool = False
     clipping: str = "bookkeeping"  # bookkeeping | opacus
+    unit: str = "crop"  # the unit of privacy: crop | patient (Poisson over, clipped per patient)
 
 
 @dataclass
@@ -204,6 +205,7 @@ class _Trainer:
         self.noise_multiplier = None
         self.sample_rate = None
         self.expected_batch_size = None  # the clipped sum's denominator, as Opacus sets it
+        self.n_units = None  # dp.unit: patient: the number of privacy units (else the rows)
         self._rdp_per_step = None
 
     def state_file(self) -> Path:
@@ -349,6 +351,8 @@ class _Trainer:
             "poisson_sampling": True,
             "expected_batch_size": self.expected_batch_size,
             "n_train": self.n_train,
+            "unit_of_privacy": self.job.dp.unit,
+            "n_units": self.n_train if self.n_units is None else self.n_units,
             "steps_per_epoch": steps_per_epoch,
             "planned_epochs": self.job.train.epochs,
             "steps": steps,
@@ -385,6 +389,42 @@ def _poisson_loader(dataset, batch_size: int, gen: torch.Generator):
     return DPDataLoader.from_data_loader(loader, generator=gen), 1 / len(loader)
 
 
+class _UnitPoissonLoader:
+    """Poisson sampling of privacy units (``dp.unit: patient``): Opacus' sampler draws each unit
+    with probability ``sample_rate``; a batch holds every row of the units drawn. The sample rate
+    is the crop-level one, 1 / ⌈N/B⌉ over the N rows: the same steps per epoch and the same
+    expected batch of rows, so the same noise multiplier, at the patient level."""
+
+    def __init__(self, row_units: torch.Tensor, sample_rate: float, gen: torch.Generator):
+        from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+        ids, inverse = torch.unique(row_units, return_inverse=True)
+        order = torch.argsort(inverse, stable=True)
+        self.rows = list(torch.split(order, torch.bincount(inverse).tolist()))
+        self.n_units = len(ids)
+        self.sampler = UniformWithReplacementSampler(
+            num_samples=self.n_units, sample_rate=sample_rate, generator=gen
+        )
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for units in self.sampler:
+            rows = [self.rows[u] for u in units]
+            yield (torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long),)
+
+
+def row_units(train: pd.DataFrame, unit: str) -> torch.Tensor | None:
+    """A privacy-unit id per training row: None for ``crop`` (each row its own unit); for
+    ``patient``, one id per real patient, and each synthetic row (no patient) a unit of its own."""
+    if unit == "crop":
+        return None
+    patient = train["patient_id"].fillna("").astype(str)
+    key = patient.where(patient != "", "synthetic:" + train.index.astype(str))
+    return torch.tensor(pd.factorize(key)[0])
+
+
 def train_head(
     job: Job,
     head: nn.Module,
@@ -397,15 +437,19 @@ def train_head(
     stop_after: int | None = None,
     epoch_seconds: list | None = None,
     fingerprint: str | None = None,
+    units: torch.Tensor | None = None,
 ):
     """Train a head. ``train_x`` holds cached features (N, 4 flips, F), or images when a
     ``backbone`` is given (the faithful loop: backbone in train mode, forward every step).
     ``fingerprint``: ``data_fingerprint`` of the data the inputs came from (part of the resume
-    key); by default that of the tensors given. Returns the trainer (history, best state,
+    key); by default that of the tensors given. ``units``: a privacy-unit id per row
+    (``row_units``), needed for ``dp.unit: patient``. Returns the trainer (history, best state,
     privacy)."""
     t = job.train
     if fingerprint is None:
         fingerprint = models.data_fingerprint(train_x, y, val_x, val_y)
+    if job.dp.unit == "patient" and units is not None:
+        fingerprint = models.data_fingerprint(units, source_sha256=fingerprint)
     tr = _Trainer(job, state_dir, head, len(y), fingerprint)
     optimizer = torch.optim.AdamW(head.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
@@ -416,6 +460,11 @@ def train_head(
         from opacus.accountants import create_accountant
 
         loader, tr.sample_rate = _poisson_loader(dataset, t.batch_size, tr.gen)
+        if job.dp.unit == "patient":
+            if units is None or job.dp.clipping != "bookkeeping":
+                raise UserError("dp.unit: patient needs clipping: bookkeeping and unit ids")
+            loader = _UnitPoissonLoader(units, tr.sample_rate, tr.gen)
+            tr.n_units = loader.n_units
         tr.noise_multiplier = noise_multiplier(job, tr.sample_rate)
         expected = int(len(dataset) * tr.sample_rate)  # as Opacus: the "mean" denominator
         tr.expected_batch_size = expected
@@ -455,7 +504,7 @@ def train_head(
                 out = module(inputs(idx))
                 if bk is not None:
                     loss = sum_loss(out, y[idx])
-                    bk.clipped_sum(loss)
+                    bk.clipped_sum(loss, None if tr.n_units is None else units[idx])
                     loss = loss / len(idx)
                 else:
                     loss = loss_fn(out, y[idx])
@@ -671,6 +720,7 @@ def run(
             backbone if job.train.faithful else None,
             stop_after,
             fingerprint=fingerprint,
+            units=row_units(train, job.dp.unit) if exp.dp_epsilon is not None else None,
         )
         head.load_state_dict(tr.best_state)
         head.eval()
@@ -714,12 +764,18 @@ def run(
         }
     )
     parts = privacy_notes.lineage_parts(exp, privacy, generator_privacy, source_record)
-    privacy.update(privacy_notes.compose(parts))
+    # The generator and the sources trained on the real training crops; this run on ``train``.
+    real_train = manifest[(manifest["split"] == "train") & (manifest["dataset"] == "cbis-ddsm")]
+    privacy.update(privacy_notes.compose(parts, privacy_notes.max_crops_per_patient(real_train)))
     if privacy["dp"]:
         k = privacy_notes.max_crops_per_patient(train)
-        privacy.update(privacy_notes.patient_guarantee(privacy["epsilon_final"], job.dp.delta, k))
+        eps = privacy["epsilon_final"]
+        privacy.update(privacy_notes.patient_guarantee(eps, job.dp.delta, k, job.dp.unit))
         privacy["warnings"] = privacy_notes.dp_warnings(privacy)
         privacy["not_covered"] = list(privacy_notes.NOT_COVERED)
+    elif privacy["lineage_private"]:  # not DP here; every training before it was
+        privacy["warnings"] = privacy_notes.lineage_warnings(privacy)
+        privacy["not_covered"] = list(privacy_notes.LINEAGE_NOT_COVERED)
     best = tr.best
     metrics = {
         "experiment": exp.experiment,

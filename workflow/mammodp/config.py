@@ -132,8 +132,14 @@ def validate_config(config: dict, source: str = "config", schema_dir=SCHEMA_DIR)
             f"invalid config in {source}: synthesis.mcgan.real_label_low must be below "
             "real_label_high"
         )
-    if config["classifier"]["dp"]["secure_mode"]:
+    dp = config["classifier"]["dp"]
+    if dp["secure_mode"]:
         raise ConfigError(SECURE_MODE_UNAVAILABLE.format(source=source))
+    if dp["unit"] == "patient" and dp["clipping"] != "bookkeeping":
+        raise ConfigError(
+            f"invalid config in {source}: classifier.dp.unit = patient clips each patient's "
+            "summed gradient, which only clipping: bookkeeping does; set clipping: bookkeeping"
+        )
     split_file = config["data"]["split"]["file"]
     if split_file and split_file != STUDY_SPLIT and not Path(split_file).is_file():
         raise ConfigError(

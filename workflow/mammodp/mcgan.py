@@ -563,6 +563,8 @@ def _gan_privacy(engine, opt_d, loader, dp: GanDPSpec, history, n_train, fake_ba
         "sample_rate": float(loader.sample_rate),
         "poisson_sampling": True,
         "n_train": n_train,
+        "unit_of_privacy": "crop",
+        "n_units": n_train,
         "steps": int(steps),
         "delta": dp.delta,
         "target_epsilon": dp.epsilon,

@@ -15,6 +15,12 @@ NOT_COVERED = (
     "metrics.json and predictions.csv: test-set results (test patients are not in training)",
     "history.csv: validation metrics per epoch; the noise-free training loss is left out",
 )
+# A non-DP classifier trained only on a DP-MCGAN's crops: its guarantee is the generator's.
+LINEAGE_NOT_COVERED = (
+    "checkpoint selection: validation metrics on real patients choose the released epoch; the "
+    "validation patients are not protected",
+    "metrics.json and predictions.csv: test-set results (test patients are not in training)",
+)
 APPROXIMATE_ACCOUNTANTS = {"gdp": "the GDP accountant is an approximation (CLT), not a bound"}
 
 
@@ -34,10 +40,12 @@ def group_privacy(epsilon: float, delta: float, k: int) -> tuple[float, float]:
     return k * epsilon, min(group_delta, math.inf)
 
 
-def patient_guarantee(epsilon: float, delta: float, k: int) -> dict:
-    eps, dlt = group_privacy(epsilon, delta, k)
+def patient_guarantee(epsilon: float, delta: float, k: int, unit: str = "crop") -> dict:
+    """The patient-level (epsilon, delta): group privacy over the ``k`` crops of the largest
+    patient when the unit is the crop; the accountant's own when it is the patient."""
+    eps, dlt = group_privacy(epsilon, delta, k if unit == "crop" else 1)
     return {
-        "unit_of_privacy": "crop",
+        "unit_of_privacy": unit,
         "max_crops_per_patient": k,
         "patient_epsilon": eps,
         "patient_delta": dlt,
@@ -48,9 +56,10 @@ def patient_guarantee(epsilon: float, delta: float, k: int) -> dict:
 def dp_warnings(privacy: dict) -> list[str]:
     """The caveats of one DP run's privacy.json record."""
     out = []
-    n, delta = privacy["n_train"], privacy["delta"]
+    n, delta = privacy.get("n_units", privacy["n_train"]), privacy["delta"]
+    unit = privacy.get("unit_of_privacy", "crop")
     if delta >= 1 / n:
-        out.append(f"delta = {delta:g} >= 1/N = {1 / n:.3g}: a weak delta for N = {n} records")
+        out.append(f"delta = {delta:g} >= 1/N = {1 / n:.3g}: a weak delta for N = {n} {unit}s")
     if privacy["accountant"] in APPROXIMATE_ACCOUNTANTS:
         out.append(APPROXIMATE_ACCOUNTANTS[privacy["accountant"]])
     if privacy["epsilon_at_chosen_epoch"] < privacy["epsilon_final"]:
@@ -59,7 +68,7 @@ def dp_warnings(privacy: dict) -> list[str]:
             f"({privacy['epsilon_final']:.3g}): selection looked at every epoch, so "
             f"epsilon_at_chosen_epoch ({privacy['epsilon_at_chosen_epoch']:.3g}) is not it"
         )
-    if privacy.get("max_crops_per_patient", 1) > 1:
+    if unit == "crop" and privacy.get("max_crops_per_patient", 1) > 1:
         k = privacy["max_crops_per_patient"]
         out.append(
             f"the unit of privacy is the crop; a patient with {k} crops has "
@@ -74,6 +83,29 @@ def dp_warnings(privacy: dict) -> list[str]:
 ACCOUNT_KEYS = ("accountant", "noise_multiplier", "sample_rate", "steps", "delta")
 
 
+def lineage_warnings(privacy: dict) -> list[str]:
+    """The caveats of a non-DP run whose lineage is private (a DP-MCGAN's crops only)."""
+    out = [
+        "this classifier was not trained privately: its guarantee is that of the trainings "
+        "before it (post-processing of their outputs)"
+    ]
+    accountants = {p["accountant"] for p in privacy["lineage_parts"]}
+    out += [
+        APPROXIMATE_ACCOUNTANTS[a] for a in sorted(accountants & APPROXIMATE_ACCOUNTANTS.keys())
+    ]
+    n = min(p.get("n_units", 0) or math.inf for p in privacy["lineage_parts"])
+    if privacy["lineage_delta"] is not None and privacy["lineage_delta"] >= 1 / n:
+        out.append(f"lineage delta = {privacy['lineage_delta']:g} >= 1/N for N = {n}")
+    k = privacy["lineage_max_crops_per_patient"]
+    if privacy["lineage_unit"] != "patient" and k > 1:
+        out.append(
+            f"the unit of privacy is the crop; a patient with {k} "
+            f"crops has epsilon {privacy['lineage_patient_epsilon']:.3g}, delta "
+            f"{privacy['lineage_patient_delta']:.3g}"
+        )
+    return out
+
+
 def training_part(name: str, privacy: dict | None) -> dict:
     """One training that touched the real training patients, from its privacy.json record
     (a classifier's or a DP-MCGAN's); ``private: False`` when it was not DP."""
@@ -84,6 +116,8 @@ def training_part(name: str, privacy: dict | None) -> dict:
         "private": True,
         **{k: privacy[k] for k in ACCOUNT_KEYS},
         "epsilon": privacy["epsilon_final"],
+        "unit": privacy.get("unit_of_privacy", "crop"),
+        "n_units": privacy.get("n_units", privacy.get("n_train")),
     }
 
 
@@ -105,19 +139,32 @@ def lineage_parts(exp, own: dict, generator: dict | None, source: dict | None) -
     return parts
 
 
-def compose(parts: list[dict]) -> dict:
+def compose(parts: list[dict], max_crops: int = 1) -> dict:
     """The real training patients' guarantee over the whole lineage: the RDP curves composed
     (one accountant over every part's steps; needs RDP everywhere) and basic composition (the
-    sum of the epsilons and deltas) beside it, both at the summed delta."""
+    sum of the epsilons and deltas) beside it, both at the summed delta, for parts of one unit of
+    privacy. The patient-level bound: the lineage's own for patient units, group privacy over
+    ``max_crops`` (the most real training crops of one patient) for crop units; parts of mixed
+    units add their patient-level bounds (basic composition)."""
     out = {"lineage_parts": parts, "lineage_private": True, "lineage_delta": None}
-    out |= {"lineage_epsilon_rdp": None, "lineage_epsilon_basic": None}
+    out |= {"lineage_epsilon_rdp": None, "lineage_epsilon_basic": None, "lineage_unit": None}
+    out |= {"lineage_patient_epsilon": None, "lineage_patient_delta": None}
+    out["lineage_max_crops_per_patient"] = max_crops
     if any(p["private"] is not True for p in parts):
         known = all(p["private"] is not None for p in parts)
         out["lineage_private"] = False if known else None
         return out
     if not parts:
         return out
+    units = {p.get("unit", "crop") for p in parts}
+    if len(units) > 1:
+        bounds = [group_privacy(p["epsilon"], p["delta"], _k(p, max_crops)) for p in parts]
+        out["lineage_unit"] = "mixed"
+        out["lineage_patient_epsilon"] = sum(e for e, _ in bounds)
+        out["lineage_patient_delta"] = min(sum(d for _, d in bounds), math.inf)
+        return out
     delta = sum(p["delta"] for p in parts)
+    out["lineage_unit"] = units.pop()
     out["lineage_delta"] = delta
     out["lineage_epsilon_basic"] = sum(p["epsilon"] for p in parts)
     if all(p["accountant"] == "rdp" for p in parts):
@@ -126,4 +173,11 @@ def compose(parts: list[dict]) -> dict:
         acc = RDPAccountant()
         acc.history = [(p["noise_multiplier"], p["sample_rate"], p["steps"]) for p in parts]
         out["lineage_epsilon_rdp"] = float(acc.get_epsilon(delta))
+    best = min(e for e in (out["lineage_epsilon_rdp"], out["lineage_epsilon_basic"]) if e)
+    k = max_crops if out["lineage_unit"] == "crop" else 1
+    out["lineage_patient_epsilon"], out["lineage_patient_delta"] = group_privacy(best, delta, k)
     return out
+
+
+def _k(part: dict, max_crops: int) -> int:
+    return max_crops if part.get("unit", "crop") == "crop" else 1

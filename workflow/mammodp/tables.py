@@ -217,6 +217,9 @@ def main_latex(df: pd.DataFrame, *, source: str) -> str:
 PRIVACY_COLUMNS = [
     "experiment",
     "seed",
+    "dp",
+    "unit_of_privacy",
+    "n_units",
     "accountant",
     "noise_multiplier",
     "max_grad_norm",
@@ -238,27 +241,37 @@ PRIVACY_COLUMNS = [
     "lineage_epsilon_rdp",
     "lineage_epsilon_basic",
     "lineage_delta",
+    "lineage_unit",
+    "lineage_patient_epsilon",
+    "lineage_patient_delta",
     "max_crops_per_patient",
     "patient_epsilon",
     "patient_delta",
     "warnings",
 ]
+# What a non-DP run trained only on a private generator's crops has: its lineage's guarantee.
+LINEAGE_COLUMNS = [
+    c for c in PRIVACY_COLUMNS if c.startswith("lineage_") or c in ("experiment", "seed", "dp")
+] + ["synthetic_in_training", "generator_private", "warnings"]
 
 
 def privacy_table(privacy_paths) -> pd.DataFrame:
-    """One row per DP run: what a privacy auditor needs to recompute its epsilon."""
+    """One row per run with a guarantee: a DP run (what a privacy auditor needs to recompute
+    its epsilon) or a non-DP run whose whole lineage was private (its lineage's epsilon; the
+    DP-SGD columns stay empty)."""
     rows = []
     for p in privacy_paths:
         d = json.loads(Path(p).read_text())
-        if not d.get("dp"):
+        if not (d.get("dp") or d.get("lineage_private")):
             continue
-        missing = [c for c in PRIVACY_COLUMNS if c not in d]
+        needed = PRIVACY_COLUMNS if d["dp"] else LINEAGE_COLUMNS
+        missing = [c for c in needed if c not in d]
         if missing:
             raise UserError(
                 f"{p}: missing {missing}; written by an older version: rerun that job "
                 "(snakemake --forcerun classify)."
             )
-        row = {c: d[c] for c in PRIVACY_COLUMNS}
+        row = {c: d.get(c) for c in PRIVACY_COLUMNS}
         row["warnings"] = "; ".join(d["warnings"])
         rows.append(row)
     return pd.DataFrame(rows, columns=PRIVACY_COLUMNS).sort_values(["experiment", "seed"])
@@ -276,11 +289,15 @@ def _markdown(df: pd.DataFrame, floatfmt=".4g") -> str:
 
 
 def _not_covered_md(priv: pd.DataFrame) -> str:
-    """What no DP run's guarantee covers (privacy_notes.NOT_COVERED), under the table."""
-    if priv.empty:
-        return ""
-    lines = ["", "Not covered by these guarantees:", ""]
-    return "\n".join(lines + [f"- {x}" for x in privacy_notes.NOT_COVERED]) + "\n"
+    """What the guarantees do not cover (privacy_notes), under the table."""
+    lines = []
+    if priv["dp"].astype(bool).any():
+        lines += ["", "Not covered by the DP runs' guarantees:", ""]
+        lines += [f"- {x}" for x in privacy_notes.NOT_COVERED]
+    if (~priv["dp"].astype(bool)).any():
+        lines += ["", "Not covered by the lineage guarantees of runs with dp = False:", ""]
+        lines += [f"- {x}" for x in privacy_notes.LINEAGE_NOT_COVERED]
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def _write_text(path: Path, text: str) -> None:
