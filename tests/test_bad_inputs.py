@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from .conftest import REPO, tiny_config
-from .test_dicomio import _with_junk_compressed_pixels
+from .test_dicomio import NO_DECODER, _with_junk_compressed_pixels
 from .test_workflow import snakemake
 
 pytestmark = pytest.mark.workflow
@@ -79,7 +79,14 @@ def truncated_dicom(work):
 
 def compressed_dicom(work):
     f = _dicoms(work, "full mammogram")[0]
-    _with_junk_compressed_pixels(f, "1.2.840.10008.1.2.4.80", f)  # JPEG-LS: no decoder installed
+    _with_junk_compressed_pixels(f, NO_DECODER, f)  # JPEG 2000 Part 2: no pydicom decoder
+
+
+def palette_dicom(work):
+    f = _dicoms(work, "full mammogram")[0]
+    ds = pydicom.dcmread(f)
+    ds.PhotometricInterpretation = "PALETTE COLOR"  # its values are palette indices
+    ds.save_as(f)
 
 
 def monochrome1(work):
@@ -188,6 +195,7 @@ RUN_CASES = {
     "corrupt_dicom": (corrupt_dicom, "lesions.csv"),
     "truncated_dicom": (truncated_dicom, "crop_index.csv"),
     "compressed_dicom": (compressed_dicom, "crop_index.csv"),
+    "palette_dicom": (palette_dicom, "crop_index.csv"),
     "monochrome1": (monochrome1, None),
     "mask_wrong_size": (mask_wrong_size, None),
     "missing_roi_series": (missing_roi_series, "lesions.csv"),

@@ -814,3 +814,21 @@ def test_dp_run_on_dp_mcgan_crops_reports_the_lineage_epsilon(tmp_path, tiny_man
     delta = privacy["delta"] + 1e-5
     assert privacy["lineage_epsilon_rdp"] == pytest.approx(acc.get_epsilon(delta), rel=1e-9)
     assert privacy["lineage_epsilon_basic"] == pytest.approx(privacy["epsilon_final"] + 2.0)
+
+
+def test_progress_is_logged_and_history_written_as_the_epochs_go(tmp_path, tiny_manifest, caplog):
+    """A DP job killed after epoch 2 has logged one line per epoch (no training loss under DP)
+    and left history.csv of the epochs so far."""
+    import dataclasses
+
+    job = _job("p", eps=6.0, epochs=4)
+    job.train = dataclasses.replace(job.train, checkpoint_every=1)
+    with caplog.at_level("INFO", logger="mammodp.classify"), pytest.raises(KeyboardInterrupt):
+        classify.run(job, tiny_manifest, None, None, tmp_path, stop_after=2)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/4", "epoch 2/4"]
+    assert all("epsilon" in x and "val_auprc" in x and "left" in x for x in lines)
+    assert not any("train_loss" in x for x in lines)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history["epoch"])[:1] == [1] and "train_loss" not in history
+    assert not (tmp_path / "metrics.json").exists()

@@ -189,6 +189,25 @@ def test_backbone_init(tmp_path):
             load_experiments(_table(tmp_path, [_row("x", init=bad)]))
 
 
+@pytest.mark.parametrize(
+    "name", ["config.yaml", "paper.yaml", "paper-published.yaml", "processed.yaml"]
+)
+def test_dry_run_of_every_config_needs_only_snakemakes_dependencies(repo, tmp_path, name):
+    """`snakemake -n` parses the workflow and evaluates every input function of the DAG
+    (the TCIA checkpoint's too) with pandas, numpy, torch, OpenCV, ... unimportable."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(repo / "config", tmp_path / "config")
+    cmd = [sys.executable, str(repo / "tests" / "snakemake_only.py"), "-s"]
+    cmd += [str(repo / "workflow" / "Snakefile"), "-d", str(tmp_path), "-n", "--cores", "1"]
+    cmd += ["--configfile", f"config/{name}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "ImportError" not in r.stdout + r.stderr
+
+
 def test_parsing_the_workflow_needs_only_snakemakes_dependencies(repo):
     """What common.smk imports loads no pandas, numpy, torch or OpenCV (not in Snakemake's env)."""
     import subprocess
@@ -225,3 +244,32 @@ def test_patient_unit_needs_bookkeeping_clipping():
     cfg["classifier"]["dp"]["unit"] = "lesion"
     with pytest.raises(ConfigError, match="classifier.dp.unit"):
         validate_config(cfg, "demo")
+
+
+def test_config_strings_get_the_schemas_types():
+    from mammodp.config import coerce_strings, load_schema
+
+    schema = load_schema("config.schema.yaml")
+    given = {"seeds": ["1", "2", "3"], "classifier": {"dp": {"delta": "1e-5", "unit": "crop"}}}
+    given["data"] = {"tcia": {"max_patients": "null"}, "external": "none"}
+    out = coerce_strings(given, schema)
+    assert out["seeds"] == [1, 2, 3] and out["classifier"]["dp"]["delta"] == 1e-5
+    assert out["data"]["tcia"]["max_patients"] is None and out["data"]["external"] == "none"
+    assert coerce_strings({"seeds": ["x"]}, schema) == {"seeds": ["x"]}  # left to validation
+
+
+def test_an_error_names_the_layer_its_value_came_from():
+    from mammodp.config import origin
+
+    layers = [("--config", {"seeds": ["x"]}), ("b.yaml", {"classifier": {"dp": {"delta": 2}}})]
+    assert origin(layers, ["seeds", 0], "a.yaml") == "--config"
+    assert origin(layers, ["classifier", "dp", "delta"], "a.yaml") == "b.yaml"
+    assert origin(layers, ["classifier", "dp", "unit"], "a.yaml") == "a.yaml"
+    cfg = copy.deepcopy(demo_config())
+    cfg["classifier"]["dp"]["delta"] = 2
+    with pytest.raises(ConfigError, match=r"^invalid config in b\.yaml: classifier\.dp\.delta"):
+        validate_config(cfg, "a.yaml", origins=layers)
+    cfg = copy.deepcopy(demo_config())
+    cfg["classifier"]["dp"]["unit"], cfg["classifier"]["dp"]["clipping"] = "patient", "opacus"
+    with pytest.raises(ConfigError, match=r"^invalid config in --config: classifier\.dp\.unit"):
+        validate_config(cfg, "a.yaml", origins=[("--config", {"classifier": {"dp": {"unit": 1}}})])

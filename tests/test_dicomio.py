@@ -55,12 +55,80 @@ def test_compressed_pixel_data_is_decoded_or_rejected_clearly(tmp_path):
     ds.compress(RLELossless)  # pydicom decodes RLE natively
     ds.save_as(tmp_path / "rle.dcm")
     assert np.array_equal(dicomio.read_pixels(tmp_path / "rle.dcm"), arr)
-    # JPEG-LS needs a plugin that is not installed: a clear error that names the fix.
-    _with_junk_compressed_pixels(tmp_path / "a.dcm", "1.2.840.10008.1.2.4.80", tmp_path / "j2k.dcm")
-    with pytest.raises(
-        UserError, match=r"j2k.dcm: pixel data uses the compressed transfer syntax.*pylibjpeg"
-    ):
-        dicomio.read_pixels(tmp_path / "j2k.dcm")
+    # JPEG 2000 Part 2: pydicom has no decoder: one line that says so and names the fix.
+    _with_junk_compressed_pixels(tmp_path / "a.dcm", NO_DECODER, tmp_path / "j2k2.dcm")
+    with pytest.raises(UserError, match=r"j2k2.dcm: .* compressed transfer syntax") as e:
+        dicomio.read_pixels(tmp_path / "j2k2.dcm")
+    assert "has no decoder" in str(e.value) and "gdcmconv --raw" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+NO_DECODER = "1.2.840.10008.1.2.4.92"  # JPEG 2000 Part 2 multi-component: none in pydicom 3.0
+# pydicom's own test files: lossless encodings of MR_small.dcm
+LOSSLESS_OF_MR_SMALL = [
+    "MR_small_jpeg_ls_lossless.dcm",
+    "MR_small_jp2klossless.dcm",
+    "MR_small_RLE.dcm",
+]
+
+
+@pytest.mark.parametrize("name", LOSSLESS_OF_MR_SMALL)
+def test_pydicoms_lossless_files_decode_to_the_uncompressed_pixels(name):
+    from pydicom.data import get_testdata_file
+
+    want = dicomio.read_pixels(get_testdata_file("MR_small.dcm"))
+    assert np.array_equal(dicomio.read_pixels(get_testdata_file(name)), want)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "bits"),
+    [
+        ("JPEG2000.dcm", (1024, 256), 16),  # JPEG 2000 (lossy)
+        ("JPGExtended.dcm", (1024, 256), 12),  # 12-bit JPEG extended: Pillow cannot
+        ("JPEGLSNearLossless_16.dcm", (50, 10), 16),  # JPEG-LS near-lossless
+        ("SC_rgb_jpeg.dcm", None, None),  # colour: refused
+    ],
+)
+def test_pydicoms_compressed_files_decode_or_are_refused(name, shape, bits):
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name)
+    if shape is None:
+        with pytest.raises(UserError, match="only single-frame grayscale"):
+            dicomio.read_pixels(path)
+        return
+    arr = dicomio.read_pixels(path)
+    assert arr.shape == shape and arr.dtype == np.uint16 and int(arr.max()) < 2**bits
+    assert arr.std() > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [
+        ("examples_palette.dcm", "PALETTE COLOR, 1 sample(s) per pixel, 1 frame(s)"),
+        ("examples_ybr_color.dcm", "YBR_FULL_422, 3 sample(s) per pixel"),
+        ("rtdose.dcm", "MONOCHROME2, 1 sample(s) per pixel, 15 frame(s)"),
+    ],
+)
+def test_anything_but_one_grayscale_frame_is_refused_in_one_line(name, what):
+    from pydicom.data import get_testdata_file
+
+    with pytest.raises(UserError) as e:
+        dicomio.read_pixels(get_testdata_file(name))
+    assert what in str(e.value) and "only single-frame grayscale" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_file_the_installed_decoders_reject_says_why_in_one_line():
+    """pydicom's JPEG-lossy.dcm has a marker libjpeg rejects and is 12-bit for Pillow: the
+    message names the decoders and their reasons, on one line."""
+    from pydicom.data import get_testdata_file
+
+    with pytest.raises(UserError) as e:
+        dicomio.read_pixels(get_testdata_file("JPEG-lossy.dcm"))
+    message = str(e.value)
+    assert "cannot be decoded by the installed decoders (pillow, pylibjpeg)" in message
+    assert "misplaced marker" in message and "\n" not in message
 
 
 def _with_junk_compressed_pixels(src, transfer_syntax: str, out) -> None:
@@ -99,9 +167,10 @@ def test_minmax_rounds_as_the_originals_cv2_normalize():
 
 def test_corrupt_compressed_data_with_an_available_decoder(tmp_path):
     _write(tmp_path / "a.dcm", np.zeros((64, 64), np.uint16))
-    # JPEG 2000: Pillow decodes it
-    _with_junk_compressed_pixels(tmp_path / "a.dcm", "1.2.840.10008.1.2.4.90", tmp_path / "bad.dcm")
-    with pytest.raises(
-        UserError, match=r"bad.dcm: pixel data compressed with .* cannot be decoded"
-    ):
-        dicomio.read_pixels(tmp_path / "bad.dcm")
+    for ts in ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.80"):  # JPEG 2000, JPEG-LS
+        _with_junk_compressed_pixels(tmp_path / "a.dcm", ts, tmp_path / "bad.dcm")
+        with pytest.raises(
+            UserError, match=r"bad.dcm: pixel data compressed with .* cannot be decoded by"
+        ) as e:
+            dicomio.read_pixels(tmp_path / "bad.dcm")
+        assert "corrupt or truncated" in str(e.value) and "\n" not in str(e.value)

@@ -68,7 +68,6 @@ def test_sigkill_of_a_dp_classifier_job_then_rerun_gives_the_same_result(tmp_pat
         ),
         "dp": {**asdict(classify.DPSpec()), "epsilon_window": [0.75, 1.05]},
         "device": "cpu",
-        "threads": 1,
     }
     args = ["classify", "--job", json.dumps(job), "--manifest", str(manifest), "--out-dir"]
     assert _cli(*args, str(tmp_path / "a")).wait() == 0

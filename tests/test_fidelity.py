@@ -246,3 +246,20 @@ def test_study_design_on_published_crops(shared_data):
     assert mean["real_vs_synthetic"] > 5 * mean["real_vs_real"]
     assert mean["synthetic_vs_synthetic"] < mean["real_vs_synthetic"]
     assert mean["real_vs_real"] < mean["cbis_vs_bcdr"] < mean["real_vs_synthetic"]
+
+
+def test_frd_scores_info_lines_are_one_summary(tiny, caplog):
+    """frd-score logs each normalisation step on the root logger: the job's log gets one
+    summary line instead; its warnings would still pass."""
+    import logging
+
+    manifest, syn = tiny
+    paths = list(manifest["path"][:10])
+    with caplog.at_level(logging.INFO):
+        fidelity.frd_value(paths, list(syn["path"][:10]), "v0", 1)
+    from_frd = [r for r in caplog.records if "frd_score" in r.pathname]
+    assert not from_frd
+    (summary,) = [r.getMessage() for r in caplog.records if r.name == "mammodp.fidelity"]
+    assert summary.startswith("frd-score: ") and "info lines left out" in summary
+    logging.getLogger().warning("after: not filtered")
+    assert caplog.records[-1].getMessage() == "after: not filtered"

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 
+import pytest
+
 from mammodp import gpu
+from mammodp.errors import UserError
 
 from .conftest import REPO
 
@@ -16,7 +20,10 @@ JOB = """
 import json, os, sys, time
 sys.path.insert(0, {workflow!r})
 os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+import pytest
+
 from mammodp import gpu
+from mammodp.errors import UserError
 device = gpu.assign({locks!r}, devices=[0, 1])
 start = time.time()
 time.sleep(0.6)
@@ -46,9 +53,28 @@ def test_two_devices_four_concurrent_jobs(tmp_path):
 def test_stale_lock_of_a_killed_job_is_reclaimed(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (tmp_path / "gpu0.lock").write_text(f"{os.uname().nodename} {dead.pid}")
-    (tmp_path / "gpu1.lock").write_text(f"{os.uname().nodename} {os.getpid()}")  # alive: kept
+    gpu.lock_path(tmp_path, "gpu", 0).write_text(f"{socket.gethostname()} {dead.pid}")
+    gpu.lock_path(tmp_path, "gpu", 1).write_text(f"{socket.gethostname()} {os.getpid()}")  # alive
     assert gpu.claim([0, 1], tmp_path, timeout=5) == 0
+
+
+def test_another_hosts_gpu_locks_do_not_block_this_host(tmp_path):
+    """A lock folder shared by machines: their GPU 0 is not ours."""
+    (tmp_path / "gpu0@node7.lock").write_text("node7 1")
+    (tmp_path / "gpu1@node7.lock").write_text("node7 2")
+    assert gpu.claim([0, 1], tmp_path, timeout=0.3, poll=0.1) == 0
+    assert (tmp_path / "gpu0@node7.lock").exists()  # never reclaimed: its holder is unknown
+
+
+def test_a_slot_held_on_another_host_is_reported_not_reclaimed(tmp_path, caplog):
+    lock = gpu.lock_path(tmp_path, "tcia", 0)
+    lock.write_text("node7 4242")
+    with caplog.at_level("WARNING", logger="mammodp.gpu"), pytest.raises(UserError) as e:
+        gpu.claim([0], tmp_path, timeout=0.3, poll=0.1, kind="tcia")
+    assert "held on other hosts: tcia0.lock (node7 pid 4242)" in str(e.value)
+    assert "cannot be checked from here: tcia0.lock (node7 pid 4242)" in caplog.text
+    assert caplog.text.count("waiting for tcia slots") == 1  # reported once, not every poll
+    assert lock.read_text() == "node7 4242"
 
 
 def test_a_scheduler_assigned_device_is_left_alone(tmp_path, monkeypatch):
@@ -58,7 +84,7 @@ def test_a_scheduler_assigned_device_is_left_alone(tmp_path, monkeypatch):
 
 
 def test_no_free_device_is_a_clear_error(tmp_path):
-    (tmp_path / "gpu0.lock").write_text(f"{os.uname().nodename} {os.getpid()}")
+    gpu.lock_path(tmp_path, "gpu", 0).write_text(f"{socket.gethostname()} {os.getpid()}")
     start = time.monotonic()
     try:
         gpu.claim([0], tmp_path, timeout=0.3, poll=0.1)

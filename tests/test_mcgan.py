@@ -33,6 +33,17 @@ def test_study_architecture_shapes_and_parameter_counts():
     assert out.shape == (3,) and ((out > 0) & (out < 1)).all()
 
 
+def test_training_logs_one_line_per_epoch(tmp_path, caplog):
+    images, labels = _tiny_data(16)
+    spec = mcgan.GanSpec(epochs=3, width=4, checkpoint_every=2, seed=1)
+    with caplog.at_level("INFO", logger="mammodp.mcgan"):
+        mcgan.train(images, labels, spec, tmp_path / "m")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    progress = [x for x in lines if "left" in x]
+    assert [x.split(":")[0] for x in progress] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all("loss_d " in x and "loss_g " in x and "s/epoch" in x for x in progress)
+
+
 def test_train_and_sample(tmp_path):
     torch.manual_seed(0)
     images = torch.rand(10, 1, 128, 128) * 2 - 1
@@ -182,6 +193,9 @@ def test_dp_mcgan_resumed_after_a_kill_ends_as_an_uninterrupted_run(tmp_path):
     mcgan.train(images, labels, spec, tmp_path / "a", dp=dp)
     with pytest.raises(KeyboardInterrupt):
         mcgan.train(images, labels, spec, tmp_path / "b", dp=dp, stop_after=2)
+    # Progress as it went: the public losses and epsilon of the epochs so far.
+    so_far = pd.read_csv(tmp_path / ".b.state" / "losses.csv")
+    assert list(so_far["epoch"])[:1] == [1] and "loss_d" not in so_far and "epsilon" in so_far
     mcgan.train(images, labels, spec, tmp_path / "b", dp=dp)  # resumes after epoch 2
     assert _same_run(tmp_path / "a", tmp_path / "b")
     pa, pb = (tmp_path / x / "privacy.json" for x in "ab")

@@ -185,3 +185,18 @@ def test_bad_archives_leave_nothing(tmp_path, archive, serve):
     with pytest.raises(UserError, match="differ from the pinned checksums.*nothing was kept"):
         fetch_published(serve["url"], CHECKSUMS, ds, syn, retries=1)
     assert not ds.exists() and not syn.exists()
+
+
+def test_an_unreachable_published_archive_names_the_published_data_settings(tmp_path):
+    from mammodp.processed import fetch_published
+
+    with pytest.raises(UserError, match=r"after 1 attempts.*data\.processed\.archive_url") as e:
+        fetch_published(
+            "http://127.0.0.1:9/a.zip",
+            CHECKSUMS,
+            tmp_path / "d",
+            tmp_path / "s",
+            retries=1,
+            timeout=2,
+        )
+    assert "data.tcia" not in str(e.value)

@@ -6,6 +6,7 @@ import io
 import json
 import shutil
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -30,6 +31,7 @@ class FakeNBIA:
         self.series = dicomio.index_series(phantom_dir / "CBIS-DDSM")
         self.faults: dict[str, list[str]] = {}
         self.requests: list[str] = []
+        self.times: list[float] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,8 +51,15 @@ class FakeNBIA:
                 uid = parse_qs(url.query)["SeriesInstanceUID"][0]
                 fake.requests.append(uid)
                 fault = fake.faults.get(uid, []).pop(0) if fake.faults.get(uid) else None
+                fake.times.append(time.monotonic())
                 if fault == "500":
                     self.send_response(500)
+                    self.end_headers()
+                    return None
+                if fault == "429":  # too many requests: come back in a second
+                    self.send_response(429)
+                    self.send_header("Retry-After", "1")
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return None
                 body = fake.archive(uid)
@@ -196,6 +205,23 @@ def test_downloads_wait_for_a_free_connection_slot(server, tmp_path):
     gpu.release(held, locks, kind="tcia")
     _download(server, tmp_path, max_patients=1, connections=1)
     assert server.requests and not list(locks.glob("tcia*.lock"))  # released after use
+
+
+def test_too_many_requests_waits_for_retry_after(server, tmp_path):
+    """HTTP 429 with Retry-After: 1 is retried after that second (not failed, not hammered)."""
+    uid = next(iter(server.series))
+    server.faults[uid] = ["429", "429"]
+    data = tcia.fetch(f"{server.url}/v1/getImage", {"SeriesInstanceUID": uid}, **FAST)
+    tcia.verify_archive(data, uid)
+    assert server.requests == [uid] * 3 and not server.faults[uid]
+    assert all(b - a >= 0.9 for a, b in zip(server.times, server.times[1:], strict=False))
+
+
+def test_a_server_that_stays_busy_is_one_clear_error(server):
+    uid = next(iter(server.series))
+    server.faults[uid] = ["500"] * 4
+    with pytest.raises(UserError, match="after 4 attempts \\(HTTP 500\\).*try again later"):
+        tcia.fetch(f"{server.url}/v1/getImage", {"SeriesInstanceUID": uid}, **FAST)
 
 
 def test_unreachable_api_is_one_clear_error(tmp_path):

@@ -106,6 +106,26 @@ def test_broken_config_value_stops_with_one_message(workdir, write_config):
     assert "Traceback" not in out
 
 
+def test_config_values_from_the_command_line(workdir, write_config):
+    """--config seeds=[1,2,3] works (Snakemake hands the numbers over as strings); a bad
+    value is blamed on --config, or on the --configfile that set it."""
+    cfg = write_config(tiny_config())
+    r = snakemake(
+        workdir, "-n", "--configfile", str(cfg), "--cores", "1", "--config", "seeds=[1,2,3]"
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _job_counts(r.stdout)["classify"] == 3 * 4
+    r = snakemake(workdir, "-n", "--configfile", str(cfg), "--config", "seeds=[1,x]")
+    assert "invalid config in --config: seeds.[1] = 'x' has the wrong type" in r.stdout + r.stderr
+    extra = workdir / "extra.yaml"
+    extra.write_text("classifier:\n  dp:\n    delta: 3\n")
+    r = snakemake(workdir, "-n", "--configfile", str(cfg), str(extra))
+    assert r.returncode != 0
+    assert (
+        f"invalid config in {extra}: classifier.dp.delta = 3 is out of range" in r.stdout + r.stderr
+    )
+
+
 def test_missing_split_file_stops_with_one_message(workdir, write_config):
     cfg = write_config(tiny_config(**{"data.split.file": "nowhere/split.json"}))
     r = snakemake(workdir, "-n", "--configfile", str(cfg), "--cores", "1")
@@ -153,6 +173,15 @@ def test_tiny_run_end_to_end_then_rerun_is_a_no_op(workdir, write_config):
     assert len(run["config_sha256"]) == 64
     again = snakemake(workdir, "--configfile", str(cfg), "--cores", "2")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    # Threads are the job's {threads}: changing them reruns nothing and reaches torch.
+    two = ("--set-threads", "classify=2")
+    again = snakemake(workdir, "--configfile", str(cfg), "--cores", "2", "-n", *two)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    target = "results/classify/real_frozen_dp_eps6/seed1/metrics.json"
+    r = snakemake(workdir, "--configfile", str(cfg), "--cores", "2", target, "-f", *two)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = (res / "logs" / "classify" / "real_frozen_dp_eps6" / "seed1.log").read_text()
+    assert "torch threads: 2" in log
     # The self-contained HTML report: tables, figures, provenance with their captions.
     rep = snakemake(workdir, "--configfile", str(cfg), "--report", "results/report.html")
     assert rep.returncode == 0, rep.stderr[-2000:]
@@ -406,3 +435,17 @@ def test_a_new_commit_reruns_provenance(tmp_path, write_config):
     assert "provenance" in run("-n").stdout
     assert run().returncode == 0
     assert json.loads((work / target).read_text())["git_commit"] == head()
+
+
+def test_an_unknown_experiment_is_one_line(workdir, write_config):
+    """Wildcard constraints from the sheet: Snakemake's missing-rule line, no KeyError."""
+    cfg = write_config(tiny_config())
+    target = "results/classify/real_frozen_dp_eps7/seed1/metrics.json"
+    r = snakemake(workdir, "-n", "--configfile", str(cfg), "--cores", "1", target)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in out and "KeyError" not in out
+    assert f"No rule to produce {target}" in out
+    known = snakemake(
+        workdir, "-n", "--configfile", str(cfg), "--cores", "1", target.replace("eps7", "eps6")
+    )
+    assert known.returncode == 0, known.stderr[-2000:]

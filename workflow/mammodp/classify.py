@@ -52,6 +52,7 @@ from .config import Experiment
 from .errors import UserError
 from .fileio import atomic_path, sha256_file, write_csv, write_json
 from .metrics import bootstrap_ci, classification_metrics, fast_metrics
+from .progress import EpochClock
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +189,19 @@ class _Trainer:
     """The epoch loop shared by head and full training: validation, selection, DP bookkeeping,
     checkpointing of the whole state every few epochs, resume."""
 
-    def __init__(self, job: Job, state_dir: Path, module: nn.Module, n_train: int, data: str):
+    def __init__(
+        self,
+        job: Job,
+        state_dir: Path,
+        module: nn.Module,
+        n_train: int,
+        data: str,
+        history_path: Path | None = None,
+    ):
         self.job = job
+        self.history_path = history_path  # history.csv, rewritten as the epochs go
+        self._written = -math.inf  # when history.csv was last written
+        self.clock: EpochClock | None = None
         self.data = data  # data_fingerprint of what is trained on: part of the resume key
         self.state_dir = state_dir
         self.module = module  # the module whose weights are selected and saved
@@ -312,6 +324,7 @@ class _Trainer:
             "eligible": bool(lo * target < eps < hi * target) if self.dp else True,
         }
         self.history.append(row)
+        self._progress(row)
         if _better(row, self.best, self.dp):
             self.best = row
             self.best_state = {
@@ -322,6 +335,24 @@ class _Trainer:
             self.save(epoch, optimizer)
             if stop_after is not None and epoch >= stop_after:
                 raise KeyboardInterrupt(f"stopped after epoch {epoch} (simulated kill)")
+
+    def _progress(self, row: dict) -> None:
+        """One log line per epoch and history.csv as the epochs go (at most every 2 s, and at
+        the last epoch); under DP without the noise-free training loss."""
+        epoch, last = row["epoch"], self.job.train.epochs
+        if self.clock is None:
+            self.clock = EpochClock(epoch, last)
+        shown = {k: v for k, v in row.items() if k not in ("epoch", "eligible")}
+        if self.dp:
+            del shown["train_loss"]
+        else:
+            del shown["epsilon"]
+        log.info(self.clock.line(epoch, shown))
+        now = time.perf_counter()
+        if self.history_path is not None and (now - self._written > 2 or epoch == last):
+            self.history_path.parent.mkdir(parents=True, exist_ok=True)
+            write_csv(self.history_path, history_frame(self.history, self.dp))
+            self._written = now
 
     def privacy(self) -> dict | None:
         if not self.dp:
@@ -366,6 +397,13 @@ class _Trainer:
             "chosen_in_window": bool(self.best["eligible"]),
             "secure_mode": self.job.dp.secure_mode,
         }
+
+
+def history_frame(history: list[dict], dp: bool) -> pd.DataFrame:
+    """history.csv: under DP without the training loss (noise-free, private, outside the
+    accountant)."""
+    df = pd.DataFrame(history)
+    return df.drop(columns=["train_loss"]) if dp else df
 
 
 def noise_multiplier(job: Job, sample_rate: float) -> float:
@@ -438,6 +476,7 @@ def train_head(
     epoch_seconds: list | None = None,
     fingerprint: str | None = None,
     units: torch.Tensor | None = None,
+    history_path: Path | None = None,
 ):
     """Train a head. ``train_x`` holds cached features (N, 4 flips, F), or images when a
     ``backbone`` is given (the faithful loop: backbone in train mode, forward every step).
@@ -450,7 +489,7 @@ def train_head(
         fingerprint = models.data_fingerprint(train_x, y, val_x, val_y)
     if job.dp.unit == "patient" and units is not None:
         fingerprint = models.data_fingerprint(units, source_sha256=fingerprint)
-    tr = _Trainer(job, state_dir, head, len(y), fingerprint)
+    tr = _Trainer(job, state_dir, head, len(y), fingerprint, history_path)
     optimizer = torch.optim.AdamW(head.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
     sum_loss = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing, reduction="sum")
@@ -565,16 +604,17 @@ def train_full(
     state_dir: Path,
     stop_after: int | None = None,
     fingerprint: str | None = None,
+    history_path: Path | None = None,
 ):
     """Train every layer on images with random flips; on a GPU in fp32 or bf16 autocast
     (``train.precision``).
-    ``fingerprint``: as for ``train_head``."""
+    ``fingerprint``, ``history_path``: as for ``train_head``."""
     t = job.train
     device = job.device
     model.to(device)
     if fingerprint is None:
         fingerprint = models.data_fingerprint(x, y, val_x, val_y)
-    tr = _Trainer(job, state_dir, model, len(y), fingerprint)
+    tr = _Trainer(job, state_dir, model, len(y), fingerprint, history_path)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
     # The original trains in float32 (no autocast in gan_compare/scripts/train_test_classifier.py).
@@ -721,6 +761,7 @@ def run(
             stop_after,
             fingerprint=fingerprint,
             units=row_units(train, job.dp.unit) if exp.dp_epsilon is not None else None,
+            history_path=out_dir / "history.csv",
         )
         head.load_state_dict(tr.best_state)
         head.eval()
@@ -743,6 +784,7 @@ def run(
             fingerprint=models.data_fingerprint(
                 x_train, y_train, x_val, y_val, source_sha256=source_sha256
             ),
+            history_path=out_dir / "history.csv",
         )
         model.load_state_dict(tr.best_state)
         model.eval()
@@ -816,10 +858,7 @@ def run(
         backbone_trained=exp.trained == "all",
         backbone_source=backbone_source,
     )
-    history = pd.DataFrame(tr.history)
-    if tr.dp:  # the noise-free training loss is private information outside the accountant
-        history = history.drop(columns=["train_loss"])
-    write_csv(out_dir / "history.csv", history)
+    write_csv(out_dir / "history.csv", history_frame(tr.history, tr.dp))
     write_csv(out_dir / "predictions.csv", pd.DataFrame(pred_rows))
     write_json(out_dir / "privacy.json", _finite(privacy))
     write_json(out_dir / "metrics.json", _finite(metrics))

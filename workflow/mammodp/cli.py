@@ -28,6 +28,7 @@ def _threads(n: int) -> int:
     import torch
 
     torch.set_num_threads(n)
+    log.info("torch threads: %d", torch.get_num_threads())
     return n
 
 
@@ -296,8 +297,11 @@ def cmd_backbone_features(a):
         models.load_backbone(a.source_model) if a.source_model else models.create_backbone(spec)
     )
     size = spec.input_size
+    from .progress import track
+
     feats = []
-    for start in range(0, len(paths), 512):  # bounded memory: images are loaded in chunks
+    chunks = range(0, len(paths), 512)  # bounded memory: images are loaded in chunks
+    for start in track(chunks, len(chunks), "features", "chunks of 512 images", log):
         x = models.load_images(paths[start : start + 512], size)
         feats.append(models.backbone_features(backbone, x, batch_size=a.batch_size, device=device))
     blob = {"paths": paths, "features": torch.cat(feats), "variants": list(models.FLIPS)}
@@ -312,7 +316,7 @@ def cmd_classify(a):
     from .split import MANIFEST_COLUMNS
 
     spec = json.loads(a.job)
-    _threads(spec["threads"])
+    _threads(a.threads)  # the job's {threads}: not part of what it computes
     device = resolve_device(spec.get("device", "cpu"))
     job = classify.Job(
         experiment=classify.Experiment(**spec["experiment"]),
@@ -321,7 +325,7 @@ def cmd_classify(a):
         train=classify.TrainSpec(**spec["train"]),
         dp=classify.DPSpec(**{**spec["dp"], "epsilon_window": tuple(spec["dp"]["epsilon_window"])}),
         device=device,
-        threads=spec["threads"],
+        threads=a.threads,
         synthetic_generator_private=bool(spec.get("synthetic_generator_private", False)),
     )
     manifest = read_csv(a.manifest, required=MANIFEST_COLUMNS)
@@ -552,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--generator-model", help="the DP-MCGAN's model folder (its privacy.json)")
     s.add_argument("--features", nargs="*", help="cached backbone features (frozen backbones)")
     s.add_argument("--out-dir", required=True)
+    s.add_argument("--threads", type=int, default=1, help="torch threads (the rule's {threads})")
     s.set_defaults(func=cmd_classify)
 
     s = sub.add_parser("backbone-features", help="pooled backbone features per image and flip")

@@ -109,38 +109,137 @@ def _describe(error: ValidationError) -> str:
     return f"{key}: {error.message}"
 
 
-def validate(instance, schema: dict, source: str) -> None:
+def _defines(values: dict, path) -> bool:
+    """Does a config layer set the value at ``path`` (its keys up to the first list index)?"""
+    keys = []
+    for p in path:
+        if not isinstance(p, str):
+            break
+        keys.append(p)
+    node = values
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return bool(keys)
+
+
+def origin(origins, path, default: str) -> str:
+    """Where the value at ``path`` came from: the first layer of ``origins`` ((name, values)
+    pairs, highest precedence first: --config, then the config files from last to first) that
+    sets it; ``default`` otherwise."""
+    return next((name for name, values in origins or () if _defines(values, path)), default)
+
+
+def config_origins(workflow) -> list[tuple[str, dict]]:
+    """The layers of a Snakemake run's config, highest precedence first: ``--config``, then
+    each ``--configfile`` from the last to the first (the default config/config.yaml is what
+    none of them sets)."""
+    layers = []
+    settings = workflow.config_settings
+    if settings.config:
+        layers.append(("--config", dict(settings.config)))
+    for path in reversed(list(settings.configfiles)):
+        if Path(path).is_file():  # else Snakemake itself says it is missing
+            with open(path) as f:
+                layers.append((str(path), yaml.safe_load(f) or {}))
+    return layers
+
+
+def validate(instance, schema: dict, source: str, origins=None) -> None:
     error = best_match(Draft202012Validator(schema).iter_errors(instance))
     if error is not None:
         desc = error.schema.get("description") if isinstance(error.schema, dict) else None
         hint = f" ({desc})" if desc else ""
-        raise ConfigError(f"invalid config in {source}: {_describe(error)}{hint}")
+        where = origin(origins, list(error.absolute_path), source)
+        raise ConfigError(f"invalid config in {where}: {_describe(error)}{hint}")
 
 
-def validate_config(config: dict, source: str = "config", schema_dir=SCHEMA_DIR) -> None:
-    """Schema validation plus the cross-field checks a schema cannot express."""
-    validate(config, load_schema("config.schema.yaml", schema_dir), source)
+def _schema_types(schema: dict) -> set[str]:
+    types = schema.get("type", [])
+    out = {types} if isinstance(types, str) else set(types)
+    for alt in schema.get("oneOf", []) + schema.get("anyOf", []):
+        out |= _schema_types(alt)
+    return out
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/"):
+        node = root
+        for part in ref[2:].split("/"):
+            node = node[part]
+        return _resolve(node, root)
+    return schema
+
+
+def coerce_strings(value, schema: dict, root: dict | None = None):
+    """``--config`` values arrive as strings (Snakemake reads nested values with YAML's
+    BaseLoader: ``seeds=[1,2,3]`` gives strings): give a string the integer, number, boolean
+    or null the schema expects where it spells one; anything else is left to validation."""
+    root = schema if root is None else root
+    schema = _resolve(schema, root)
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        return {k: coerce_strings(v, props.get(k, {}), root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [coerce_strings(v, schema.get("items", {}), root) for v in value]
+    if not isinstance(value, str):
+        return value
+    types = _schema_types(schema)
+    if "string" in types or any(value == e for e in schema.get("enum", [])):
+        return value
+    if "null" in types and value in ("null", "~"):
+        return None
+    if "boolean" in types and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for kind, parse in (("integer", int), ("number", float)):
+        if kind in types:
+            try:
+                return parse(value)
+            except ValueError:
+                pass
+    return value
+
+
+def validate_config(
+    config: dict, source: str = "config", schema_dir=SCHEMA_DIR, origins=None
+) -> None:
+    """Schema validation plus the cross-field checks a schema cannot express. ``origins``:
+    the config's layers (see ``origin``), so that an error names where the bad value came
+    from; ``source`` where none of them sets it."""
+    validate(config, load_schema("config.schema.yaml", schema_dir), source, origins)
+    default = source
+
+    def where(*path):
+        return origin(origins, path, default)
+
     lo, hi = config["classifier"]["dp"]["epsilon_window"]
+    source = where("classifier", "dp", "epsilon_window")
     if not lo < hi:
         raise ConfigError(
             f"invalid config in {source}: classifier.dp.epsilon_window = [{lo}, {hi}]: "
             "the lower bound must be below the upper bound"
         )
     m = config["synthesis"]["mcgan"]
+    source = where("synthesis", "mcgan", "real_label_low")
     if not m["real_label_low"] < m["real_label_high"]:
         raise ConfigError(
             f"invalid config in {source}: synthesis.mcgan.real_label_low must be below "
             "real_label_high"
         )
     dp = config["classifier"]["dp"]
+    source = where("classifier", "dp", "secure_mode")
     if dp["secure_mode"]:
         raise ConfigError(SECURE_MODE_UNAVAILABLE.format(source=source))
+    source = where("classifier", "dp", "unit")
     if dp["unit"] == "patient" and dp["clipping"] != "bookkeeping":
         raise ConfigError(
             f"invalid config in {source}: classifier.dp.unit = patient clips each patient's "
             "summed gradient, which only clipping: bookkeeping does; set clipping: bookkeeping"
         )
     split_file = config["data"]["split"]["file"]
+    source = where("data", "split", "file")
     if split_file and split_file != STUDY_SPLIT and not Path(split_file).is_file():
         raise ConfigError(
             f"invalid config in {source}: data.split.file = {split_file!r} does not exist; "

@@ -1,7 +1,7 @@
 """Reading CBIS-DDSM DICOM: a series index for any download layout, and pixel decoding with
-clear errors for what real archives contain (truncated files, compressed transfer syntaxes,
-MONOCHROME1). Header values are read only to locate and decode images; none is ever written to an
-output.
+clear errors for what real archives contain (truncated files, compressed transfer syntaxes
+through pydicom's pylibjpeg plugins, MONOCHROME1, colour or multi-frame images). Header values
+are read only to locate and decode images; none is ever written to an output.
 """
 
 from __future__ import annotations
@@ -65,44 +65,79 @@ def image_shape(path: str | os.PathLike) -> tuple[int, int]:
     return int(ds.Rows), int(ds.Columns)
 
 
-def _decoder_available(ts: str) -> bool:
-    try:
-        from pydicom.pixels import get_decoder
+GRAYSCALE = {"MONOCHROME1", "MONOCHROME2"}
+PLUGINS = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (as envs/requirements.lock)"
 
-        return get_decoder(ts).is_available
-    except (ImportError, NotImplementedError, ValueError):
-        return False
+
+def _decoders(ts: str) -> list[str] | None:
+    """The installed plugins that decode ``ts``; None when pydicom has no decoder for it."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        return list(get_decoder(ts).available_plugins)
+    except NotImplementedError:
+        return None
+
+
+def _one_line(e: Exception) -> str:
+    return f"{type(e).__name__}: " + " ".join(str(e).split())
+
+
+def _check_single_grayscale_frame(path: Path, ds: pydicom.Dataset) -> None:
+    """Crops need one grayscale frame: colour, palette and multi-frame images are refused
+    before decoding (a palette's indices are no intensities)."""
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    samples = int(ds.get("SamplesPerPixel", 1))
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if photometric not in GRAYSCALE or samples != 1 or frames != 1:
+        raise UserError(
+            f"{path}: {photometric}, {samples} sample(s) per pixel, {frames} frame(s); only "
+            "single-frame grayscale (MONOCHROME1 or MONOCHROME2) mammograms can be cropped: "
+            "convert it to one grayscale frame or leave it out."
+        )
+
+
+def _undecodable(path: Path, ts: str, e: Exception) -> UserError:
+    """The true cause of a failed decode, in one line, with the fix."""
+    if ts in UNCOMPRESSED:
+        return UserError(
+            f"{path}: pixel data cannot be decoded ({_one_line(e)}); the file is corrupt or "
+            "truncated: delete it and download it again."
+        )
+    name = pydicom.uid.UID(ts).name
+    plugins = _decoders(ts)
+    if plugins is None:
+        return UserError(
+            f"{path}: pixel data uses the compressed transfer syntax {ts} ({name}), for which "
+            "pydicom has no decoder; decompress the file (gdcmconv --raw IN OUT) and use that."
+        )
+    if not plugins:
+        return UserError(
+            f"{path}: pixel data uses the compressed transfer syntax {ts} ({name}), which no "
+            f"installed decoder handles: {PLUGINS}, or decompress the file (gdcmconv --raw IN OUT)."
+        )
+    return UserError(
+        f"{path}: pixel data compressed with {ts} ({name}) cannot be decoded by the installed "
+        f"decoders ({', '.join(plugins)}): {_one_line(e)}. The data is corrupt or truncated, or "
+        "a variant these decoders do not read: download it again, or decompress it with another "
+        "tool (gdcmconv --raw IN OUT)."
+    )
 
 
 def read_pixels(path: str | os.PathLike) -> np.ndarray:
-    """Decoded pixel array of a single-frame grayscale DICOM, MONOCHROME1 inverted to
-    MONOCHROME2 (bright = dense), as uint8 or uint16."""
+    """Decoded pixel array of a single-frame grayscale DICOM (any transfer syntax pydicom and
+    the pylibjpeg plugins decode), MONOCHROME1 inverted to MONOCHROME2 (bright = dense), as
+    uint8 or uint16."""
     path = Path(path)
     ds = _dcmread(path)
     ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "1.2.840.10008.1.2"))
     if "PixelData" not in ds:
         raise UserError(f"{path}: DICOM file has no pixel data.")
+    _check_single_grayscale_frame(path, ds)
     try:
         arr = ds.pixel_array
     except Exception as e:  # pydicom raises several types for undecodable data
-        if ts not in UNCOMPRESSED:
-            name = pydicom.uid.UID(ts).name
-            if _decoder_available(ts):
-                raise UserError(
-                    f"{path}: pixel data compressed with {ts} ({name}) cannot be decoded "
-                    f"({type(e).__name__}: {e}); the file is corrupt or truncated: delete it "
-                    "and download it again."
-                ) from e
-            raise UserError(
-                f"{path}: pixel data uses the compressed transfer syntax {ts} ({name}), which no "
-                "installed decoder handles. Install a pydicom pixel-data plugin (pip install "
-                "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg) or decompress the file "
-                "(gdcmconv --raw IN OUT)."
-            ) from e
-        raise UserError(
-            f"{path}: pixel data cannot be decoded ({type(e).__name__}: {e}); the file is "
-            "corrupt or truncated: delete it and download it again."
-        ) from e
+        raise _undecodable(path, ts, e) from e
     if arr.ndim != 2:
         raise UserError(f"{path}: expected one grayscale frame, got pixel array shape {arr.shape}.")
     if str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")) == "MONOCHROME1":

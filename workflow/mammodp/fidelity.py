@@ -20,6 +20,7 @@ normalisation reference (frd-score's ``norm_ref``: v0 defaults to the joint sets
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import logging
@@ -254,6 +255,7 @@ def frd_value(
         stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore")
         stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        stack.enter_context(frd_info_summarised())
         if cache is not None:
             stack.enter_context(cache.installed(frd))
         return float(
@@ -261,6 +263,39 @@ def frd_value(
                 [list(paths_a), list(paths_b)], frd_version=version, num_workers=workers, **kwargs
             )
         )
+
+
+class _FrdInfo(logging.Filter):
+    """Drops frd-score's info records (it logs every normalisation step on the root logger),
+    counting them by their first words; its warnings pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts: collections.Counter = collections.Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "frd_score" not in record.pathname or record.levelno >= logging.WARNING:
+            return True
+        self.counts[" ".join(record.getMessage().split()[:2])] += 1
+        return False
+
+
+@contextlib.contextmanager
+def frd_info_summarised():
+    """frd-score's info lines reduced to one summary line in this job's log."""
+    root = logging.getLogger()
+    quiet = _FrdInfo()
+    targets = [root, *root.handlers]
+    for t in targets:
+        t.addFilter(quiet)
+    try:
+        yield quiet
+    finally:
+        for t in targets:
+            t.removeFilter(quiet)
+        if quiet.counts:
+            common = ", ".join(f"{k!r} x{n}" for k, n in quiet.counts.most_common(3))
+            log.info("frd-score: %d info lines left out (%s)", quiet.counts.total(), common)
 
 
 def compute_table(

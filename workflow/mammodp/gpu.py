@@ -2,10 +2,13 @@
 
 Snakemake's local scheduler caps the number of concurrent GPU jobs (``--resources gpu=N``) but
 does not tell a job which device to use. Each GPU job therefore claims a device with a lock file
-(``<lock dir>/gpu<k>.lock``, created exclusively, holding host and pid), exports it as
-``CUDA_VISIBLE_DEVICES`` before CUDA starts, and releases it on exit. A lock whose process is gone
-(a killed job) is reclaimed. Where a scheduler already chose the device (``CUDA_VISIBLE_DEVICES``
-set, as SLURM does), nothing is claimed.
+(``<lock dir>/gpu<k>@<host>.lock``, holding host and pid: a device belongs to one machine, so
+machines that share the folder never block each other), exports it as ``CUDA_VISIBLE_DEVICES``
+before CUDA starts, and releases it on exit. A lock is reclaimed only when its holder is known
+dead: this host, and no such process (a killed job). Where a scheduler already chose the device
+(``CUDA_VISIBLE_DEVICES`` set, as SLURM does), nothing is claimed. Other slots shared by every
+machine (the TCIA connections) use ``<kind><k>.lock``; a lock held by another host cannot be
+checked, so it is reported (in the log, and in the error at the timeout), never reclaimed.
 """
 
 from __future__ import annotations
@@ -35,12 +38,34 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _stale(lock: Path) -> bool:
+def _holder(lock: Path) -> tuple[str, int] | None:
     try:
         host, pid = lock.read_text().split()
+        return host, int(pid)
     except (OSError, ValueError):
-        return False  # being written right now: not stale
-    return host == socket.gethostname() and not _alive(int(pid))
+        return None  # being written right now
+
+
+def _stale(lock: Path) -> bool:
+    """Known dead: held by a process of this host that no longer exists."""
+    holder = _holder(lock)
+    return holder is not None and holder[0] == socket.gethostname() and not _alive(holder[1])
+
+
+def lock_path(lock_dir: str | Path, kind: str, device: int) -> Path:
+    suffix = f"@{socket.gethostname()}" if kind == "gpu" else ""
+    return Path(lock_dir) / f"{kind}{device}{suffix}.lock"
+
+
+def _foreign(locks: list[Path]) -> list[str]:
+    """The locks held by other hosts, as 'file (host pid)'."""
+    me = socket.gethostname()
+    out = []
+    for lock in locks:
+        holder = _holder(lock)
+        if holder is not None and holder[0] != me:
+            out.append(f"{lock.name} ({holder[0]} pid {holder[1]})")
+    return out
 
 
 def claim(
@@ -60,17 +85,26 @@ def claim(
     lock_dir.mkdir(parents=True, exist_ok=True)
     me = f"{socket.gethostname()} {os.getpid()}"
     deadline = time.monotonic() + timeout
+    reported = False
     while True:
         with open(lock_dir / ".mutex", "w") as mutex:
             fcntl.flock(mutex, fcntl.LOCK_EX)
             for device in devices:
-                lock = lock_dir / f"{kind}{device}.lock"
+                lock = lock_path(lock_dir, kind, device)
                 if lock.exists():
                     if not _stale(lock):
                         continue
                     log.warning("reclaiming the stale lock %s (%s)", lock, lock.read_text())
                 lock.write_text(me)
                 return device
+        foreign = _foreign([lock_path(lock_dir, kind, d) for d in devices])
+        if foreign and not reported:
+            log.warning(
+                "waiting for %s slots held on other hosts, which cannot be checked from here: %s",
+                kind,
+                ", ".join(foreign),
+            )
+            reported = True
         if time.monotonic() > deadline:
             what, hint = (
                 ("GPU", "run Snakemake with --resources gpu=<number of GPUs>")
@@ -81,15 +115,16 @@ def claim(
                     f"{kind}*.lock files there if no such job is running",
                 )
             )
+            held = f"; held on other hosts: {', '.join(foreign)}" if foreign else ""
             raise UserError(
-                f"no free {what} among {devices} after {timeout:.0f} s (locks in {lock_dir}); "
-                f"{hint}"
+                f"no free {what} among {devices} after {timeout:.0f} s (locks in {lock_dir}"
+                f"{held}); {hint}"
             )
         time.sleep(poll)
 
 
 def release(device: int, lock_dir: str | Path = DEFAULT_LOCK_DIR, kind: str = "gpu") -> None:
-    lock = Path(lock_dir) / f"{kind}{device}.lock"
+    lock = lock_path(lock_dir, kind, device)
     with contextlib.suppress(OSError):
         if lock.read_text().split()[-1] == str(os.getpid()):
             lock.unlink()

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import shutil
+import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from .models import (
     random_flips,
     restore_cuda_rng,
 )
+from .progress import EpochClock
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +338,7 @@ def train(
         shutil.rmtree(state_dir)
     (state_dir / "samples").mkdir(parents=True, exist_ok=True)
     nets = _Nets(g, d_train, opt_g, opt_d, engine is not None)
+    clock, written = EpochClock(start, spec.epochs), -math.inf
     for epoch in range(start, spec.epochs + 1):
         d_losses, g_losses = [], []
         for real, y in loader:
@@ -355,6 +358,10 @@ def train(
         if engine is not None:
             row["epsilon"] = engine.get_epsilon(dp.delta)
         history.append(row)
+        log.info(clock.line(epoch, {k: v for k, v in row.items() if k != "epoch"}))
+        if time.perf_counter() - written > 2 or epoch == spec.epochs:  # progress, as it goes
+            write_csv(state_dir / "losses.csv", pd.DataFrame(history))
+            written = time.perf_counter()
         if epoch % spec.checkpoint_every == 0 or epoch == spec.epochs:
             grid = sample_grid(g, spec, 8, seed=spec.seed)
             cv2.imwrite(str(state_dir / "samples" / f"epoch{epoch:05d}.png"), grid)
@@ -379,7 +386,7 @@ def train(
             }
             with atomic_path(state_file) as tmp:
                 torch.save(state, tmp)
-            log.info("epoch %d: %s", epoch, row)
+            log.info("epoch %d: training state saved", epoch)
             if stop_after is not None and epoch >= stop_after:
                 raise KeyboardInterrupt(f"stopped after epoch {epoch} (simulated kill)")
     if (

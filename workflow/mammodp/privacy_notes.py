@@ -98,10 +98,11 @@ def lineage_warnings(privacy: dict) -> list[str]:
         out.append(f"lineage delta = {privacy['lineage_delta']:g} >= 1/N for N = {n}")
     k = privacy["lineage_max_crops_per_patient"]
     if privacy["lineage_unit"] != "patient" and k > 1:
+        delta = privacy["lineage_patient_delta"]
         out.append(
             f"the unit of privacy is the crop; a patient with {k} "
-            f"crops has epsilon {privacy['lineage_patient_epsilon']:.3g}, delta "
-            f"{privacy['lineage_patient_delta']:.3g}"
+            f"crops has epsilon {privacy['lineage_patient_epsilon']:.3g}, delta {delta:.3g}"
+            + ("" if delta < 1 else " (vacuous)")
         )
     return out
 

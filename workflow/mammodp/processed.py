@@ -219,7 +219,7 @@ def fetch_published(
     if not absent:
         return 0
     log.info("downloading %s for %s", url, absent)
-    data = fetch(url, **fetch_kw)
+    data = fetch(url, settings="data.processed.archive_url (the published data)", **fetch_kw)
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         if zf.testzip() is not None:

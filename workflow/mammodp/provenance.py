@@ -29,7 +29,7 @@ PACKAGES = [
     "frd-score",
     "pyradiomics-bhklab",
     "SimpleITK",
-    "tcia_utils",
+    "urllib3",
     "mammodp",
 ]
 

@@ -5,8 +5,8 @@ API (``getImage`` serves a series as a zip; no login).
 
 Every archive is verified before it counts (zip integrity, each file a readable DICOM of the
 expected SeriesInstanceUID); a series counts as done only once its ``.done`` marker is written,
-so an interrupted run resumes without fetching finished series again. Connection errors and 5xx
-answers are retried with exponential backoff.
+so an interrupted run resumes without fetching finished series again. Connection errors, broken
+bodies, 429 and 5xx answers are retried by urllib3 with exponential backoff and Retry-After.
 """
 
 from __future__ import annotations
@@ -15,19 +15,17 @@ import io
 import json
 import logging
 import shutil
-import time
 import zipfile
 from pathlib import Path
 
 import pandas as pd
 import pydicom
-import requests
-from tqdm import tqdm
 
 from .config import CASE_CSVS
 from .errors import UserError
 from .fileio import atomic_dir, atomic_path
 from .lesions import read_mass_csv
+from .progress import track
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +33,7 @@ USER_AGENT = "mammodp (+https://github.com/; Snakemake workflow)"
 
 
 CONNECTION_LOCK_DIR = ".snakemake/tcia-locks"
+RETRY_STATUS = (429, 500, 502, 503, 504)  # too many requests, and the server's own failures
 
 
 def fetch(
@@ -43,32 +42,38 @@ def fetch(
     retries: int = 5,
     backoff: float = 2.0,
     timeout: float = 120.0,
+    settings: str = "the TCIA settings under data.tcia in the config",
 ) -> bytes:
-    """GET with retries on connection errors, timeouts and 5xx; one clear error otherwise."""
-    last = None
-    for attempt in range(retries):
-        try:
-            r = requests.get(
-                url, params=params, timeout=timeout, headers={"User-Agent": USER_AGENT}
-            )
-            if r.status_code >= 500:
-                last = f"HTTP {r.status_code}"
-            elif r.status_code >= 400:
-                raise UserError(f"{r.url}: HTTP {r.status_code}; check the URL in the config")
-            else:
-                return r.content
-        except (
-            requests.ConnectionError,
-            requests.Timeout,
-            requests.exceptions.ChunkedEncodingError,
-        ) as e:
-            last = f"{type(e).__name__}: {e}"
-        if attempt + 1 < retries:
-            time.sleep(backoff * 2**attempt)
-    raise UserError(
-        f"cannot download {url} after {retries} attempts ({last}). Check the network, or the "
-        "TCIA settings under data.tcia in the config."
+    """GET with urllib3's ``Retry``: connection errors, broken bodies, 429 and 5xx are retried
+    with exponential backoff, honouring Retry-After; ``retries`` attempts in all. Any other
+    failure is one clear error that names ``settings`` (the config keys behind ``url``)."""
+    import urllib3
+
+    retry = urllib3.Retry(
+        total=retries - 1,
+        backoff_factor=backoff,
+        status_forcelist=RETRY_STATUS,
+        respect_retry_after_header=True,
+        raise_on_status=False,
     )
+    http = urllib3.PoolManager(headers={"User-Agent": USER_AGENT}, retries=retry)
+    try:
+        r = http.request("GET", url, fields=params, timeout=urllib3.Timeout(timeout))
+    except urllib3.exceptions.MaxRetryError as e:
+        raise UserError(
+            f"cannot download {url} after {retries} attempts ({type(e.reason).__name__}: "
+            f"{e.reason}). Check the network, or {settings}."
+        ) from e
+    except urllib3.exceptions.HTTPError as e:
+        raise UserError(f"cannot download {url} ({e}); check the network, or {settings}") from e
+    if r.status in RETRY_STATUS:
+        raise UserError(
+            f"cannot download {url} after {retries} attempts (HTTP {r.status}). The server is "
+            f"busy or down: try again later, or check {settings}."
+        )
+    if r.status >= 400:
+        raise UserError(f"{url}: HTTP {r.status}; check {settings}")
+    return r.data
 
 
 def download_metadata(urls: dict[str, str], out_dir: str | Path, **kw) -> None:
@@ -232,7 +237,8 @@ def download_batch(
             shutil.rmtree(stale, ignore_errors=True)
     slot = claim(list(range(connections)), lock_dir, timeout=slot_timeout, kind="tcia")
     try:
-        for row in tqdm(part.itertuples(), total=len(part), desc=f"batch {batch}", unit="series"):
+        rows = track(part.itertuples(), len(part), f"batch {batch}", "series", log)
+        for row in rows:
             download_series(api_url, row.series_uid, root, int(row.image_count), **kw)
     finally:
         release(slot, lock_dir, kind="tcia")

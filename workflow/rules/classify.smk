@@ -60,5 +60,4 @@ rule classify:
     shell:
         "mammodp classify --job {params.job:q} --manifest {input.manifest}"
         " {params.synthetic} {params.source} {params.generator} {params.features}"
-        " --out-dir {params.out_dir}"
-        " > {log} 2>&1"
+        " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"

@@ -1,4 +1,5 @@
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -11,7 +12,10 @@ from mammodp.config import (  # noqa: E402
     CASE_CSVS,
     STUDY_SPLIT,
     ConfigError,
+    coerce_strings,
+    config_origins,
     load_experiments,
+    load_schema,
     select_experiments,
     validate_config,
 )
@@ -23,7 +27,9 @@ CONFIG_SOURCE = (
     ", ".join(map(str, workflow.config_settings.configfiles)) or "config/config.yaml"
 )
 try:
-    validate_config(config, source=CONFIG_SOURCE)
+    # --config values come as strings; each error names the layer its value came from.
+    config.update(coerce_strings(config, load_schema("config.schema.yaml")))
+    validate_config(config, source=CONFIG_SOURCE, origins=config_origins(workflow))
     EXPERIMENTS = load_experiments(config["experiments"]["table"])
     SELECTED = select_experiments(EXPERIMENTS, config["experiments"]["select"])
 except ConfigError as e:
@@ -53,8 +59,12 @@ GENERATOR = config["synthesis"]["generator"]
 GPU_JOBS = config["device"] in ("cuda", "auto")
 
 
+# Experiments of the sheet only, longest first (a name may extend another): an unknown one is
+# Snakemake's one-line "No rule to produce", not a KeyError in an input function.
 wildcard_constraints:
-    experiment="[a-z0-9_]+",
+    experiment="|".join(
+        re.escape(e) for e in sorted(EXPERIMENTS, key=len, reverse=True)
+    ),
     seed=r"\d+",
     backbone=r"pretrained|[a-z0-9_]+-seed\d+",
     imageset="real|synthetic",
@@ -91,11 +101,13 @@ def tcia_subset_args(wildcards):
 
 
 def tcia_batch_markers(wildcards):
-    """One marker per download batch; the batches are known once the series are listed."""
-    import pandas as pd
+    """One marker per download batch; the batches are known once the series are listed.
+    Read with the csv module: parsing needs only Snakemake's own dependencies."""
+    import csv
 
-    series = pd.read_csv(checkpoints.tcia_series.get().output.series)
-    return [f"resources/tcia/batches/{b}.tsv" for b in sorted(series["batch"].unique())]
+    with open(checkpoints.tcia_series.get().output.series, newline="") as f:
+        batches = {int(row["batch"]) for row in csv.DictReader(f)}
+    return [f"resources/tcia/batches/{b}.tsv" for b in sorted(batches)]
 
 
 def crop_inputs(wildcards):
@@ -226,7 +238,6 @@ def job_json(wildcards):
             "dp": c["dp"],
             # Cached-feature heads train on the CPU; only backbone work needs the GPU.
             "device": "cpu" if uses_feature_cache(exp) else config["device"],
-            "threads": c["threads"],
             # Only a DP-trained MCGAN keeps the real patients' privacy end to end.
             "synthetic_generator_private": GENERATOR == "mcgan"
             and config["synthesis"]["mcgan"]["dp"]["enabled"],
