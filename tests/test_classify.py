@@ -832,3 +832,44 @@ def test_progress_is_logged_and_history_written_as_the_epochs_go(tmp_path, tiny_
     history = pd.read_csv(tmp_path / "history.csv")
     assert list(history["epoch"])[:1] == [1] and "train_loss" not in history
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_patient_units_with_synthetic_rows_and_their_poisson_sampling():
+    """Each synthetic row is a unit of its own; each unit is drawn with probability q, whole;
+    with a tiny q most batches are empty (noise-only steps)."""
+    train = pd.DataFrame({"patient_id": ["a", "b", "a", "", "", "c", ""], "label": 0})
+    units = classify.row_units(train, "patient")
+    assert units.tolist()[:3] == [0, 1, 0] and len(set(units.tolist())) == 6
+    assert classify.row_units(train, "crop") is None
+    loader = classify._UnitPoissonLoader(units, 0.3, torch.Generator().manual_seed(0))
+    assert loader.n_units == 6 and len(loader) == 3  # int(1 / q) steps, as Opacus
+    drawn = torch.zeros(6)
+    for _ in range(2000):
+        for (rows,) in loader:
+            ids, count = torch.unique(units[rows], return_counts=True)
+            assert torch.equal(count, torch.bincount(units)[ids])  # whole units only
+            drawn[ids] += 1
+    share = drawn / (2000 * 3)
+    assert torch.allclose(share, torch.full((6,), 0.3), atol=0.03)  # each unit with rate q
+    tiny = classify._UnitPoissonLoader(units, 0.01, torch.Generator().manual_seed(0))
+    sizes = [len(rows) for (rows,) in tiny]
+    assert len(sizes) == 100 and sizes.count(0) > 80
+
+
+def test_the_unit_of_privacy_is_part_of_the_resume_key():
+    import dataclasses
+
+    job = _dp_job("k")
+    other = dataclasses.replace(job.dp, unit="patient")
+    assert job.key() != classify.Job(job.experiment, 1, TINY, job.train, other).key()
+
+
+def test_dp_with_a_batchnorm_backbone_in_train_mode_is_refused(tmp_path):
+    """The faithful loop runs the frozen backbone in train mode: BatchNorm would mix the
+    patients of a batch, and DP-SGD's sensitivity would not be C."""
+    backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    x, y = torch.zeros(8, 1, 16, 16), torch.tensor([0, 1] * 4)
+    with pytest.raises(UserError, match="BatchNorm in train mode .* set train.faithful: false"):
+        classify.train_head(
+            _dp_job("b"), models.make_head("mlp", 4), x, y, x, y, tmp_path, backbone=backbone
+        )

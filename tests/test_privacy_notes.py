@@ -145,3 +145,29 @@ def test_lineage_warnings_of_a_run_that_is_not_private_itself():
     first, approximate, group = privacy_notes.lineage_warnings(record)
     assert "not trained privately" in first and "approximation" in approximate
     assert "a patient with 14 crops has epsilon 42" in group and group.endswith("(vacuous)")
+
+
+def test_a_dp_run_with_an_approximate_accountant_in_its_lineage_is_warned():
+    gan = privacy_notes.training_part("generator", _dp(3.0, accountant="gdp") | {"n_train": 500})
+    own = _record(lineage_parts=[privacy_notes.training_part("c", _dp(6.0)), gan])
+    (warning,) = privacy_notes.dp_warnings(own)
+    assert (
+        warning.startswith("the lineage's epsilon includes a gdp part") and "not a bound" in warning
+    )
+
+
+def test_a_dp_run_on_private_synthetic_crops_is_warned_of_its_lineages_patient_bound():
+    from mammodp.config import Experiment
+
+    realsyn = Experiment("rs", "-", "x", "real+synthetic", "head", "mlp", "backbone", 6.0)
+    own = _record(**privacy_notes.patient_guarantee(6.0, 1e-4, 3, unit="patient"))
+    own |= {"dp": True, "noise_multiplier": 1.0, "sample_rate": 0.1, "steps": 100}
+    own |= {"unit_of_privacy": "patient", "n_units": 500}
+    parts = privacy_notes.lineage_parts(realsyn, own, _dp(3.0) | {"n_train": 900}, None)
+    record = own | privacy_notes.compose(parts, max_crops=3)
+    (warning,) = privacy_notes.dp_warnings(record)
+    g_eps, _ = privacy_notes.group_privacy(3.0, 1e-5, 3)
+    assert warning.startswith(
+        f"over its lineage (mixed units) a patient has epsilon {6 + g_eps:.3g}"
+    )
+    assert privacy_notes.dp_warnings(own | privacy_notes.compose(parts[:1], 3)) == []

@@ -241,6 +241,7 @@ def test_dp_mcgan_lineage_in_the_privacy_table(workdir, write_config):
     assert row["unit_of_privacy"] == "patient" and row["patient_epsilon"] == row["epsilon_final"]
     assert row["n_units"] < own["n_train"] or k == 1
     assert row["lineage_unit"] == "mixed" and pd.isna(row["lineage_epsilon_rdp"])
+    assert "over its lineage (mixed units) a patient has epsilon" in row["warnings"]
     gan_eps, _ = privacy_notes.group_privacy(gan["epsilon_final"], gan["delta"], k)
     assert row["lineage_patient_epsilon"] == pytest.approx(row["epsilon_final"] + gan_eps)
 

@@ -516,6 +516,15 @@ def train_head(
     else:
         loader = DataLoader(dataset, batch_size=t.batch_size, shuffle=True, generator=tr.gen)
     if backbone is not None:
+        if tr.dp and any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()
+        ):
+            raise UserError(
+                f"{job.model.arch}: a frozen backbone with BatchNorm in train mode mixes the "
+                "samples of a batch (and updates its statistics from private data), so DP-SGD's "
+                "sensitivity would not be the clipping norm; set train.faithful: false or use a "
+                "backbone without BatchNorm (Swin-T has LayerNorm)."
+            )
         backbone.train()  # the original loop: stochastic depth active in the frozen backbone
 
     def inputs(idx: torch.Tensor) -> torch.Tensor:

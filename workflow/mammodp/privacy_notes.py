@@ -68,6 +68,17 @@ def dp_warnings(privacy: dict) -> list[str]:
             f"({privacy['epsilon_final']:.3g}): selection looked at every epoch, so "
             f"epsilon_at_chosen_epoch ({privacy['epsilon_at_chosen_epoch']:.3g}) is not it"
         )
+    own = privacy["accountant"]
+    others = {p["accountant"] for p in privacy.get("lineage_parts", []) if p.get("private")}
+    for a in sorted((others - {own}) & APPROXIMATE_ACCOUNTANTS.keys()):
+        out.append(f"the lineage's epsilon includes a {a} part: {APPROXIMATE_ACCOUNTANTS[a]}")
+    if len(privacy.get("lineage_parts", [])) > 1 and privacy.get("lineage_patient_epsilon"):
+        delta = privacy["lineage_patient_delta"]
+        out.append(
+            f"over its lineage ({privacy['lineage_unit']} units) a patient has epsilon "
+            f"{privacy['lineage_patient_epsilon']:.3g}, delta {delta:.3g}"
+            + ("" if delta < 1 else " (vacuous)")
+        )
     if unit == "crop" and privacy.get("max_crops_per_patient", 1) > 1:
         k = privacy["max_crops_per_patient"]
         out.append(
@@ -99,8 +110,9 @@ def lineage_warnings(privacy: dict) -> list[str]:
     k = privacy["lineage_max_crops_per_patient"]
     if privacy["lineage_unit"] != "patient" and k > 1:
         delta = privacy["lineage_patient_delta"]
+        unit = "is the crop" if privacy["lineage_unit"] == "crop" else "of some parts is the crop"
         out.append(
-            f"the unit of privacy is the crop; a patient with {k} "
+            f"the unit of privacy {unit}; a patient with {k} "
             f"crops has epsilon {privacy['lineage_patient_epsilon']:.3g}, delta {delta:.3g}"
             + ("" if delta < 1 else " (vacuous)")
         )

@@ -12,7 +12,7 @@ rule backbone_features:
     benchmark:
         "results/benchmarks/features/{backbone}/{imageset}.tsv"
     conda:
-        "../../envs/classify.yaml"
+        "../envs/classify.yaml"
     threads: config["classifier"]["threads"]
     resources:
         gpu=1 if GPU_JOBS else 0,
@@ -44,7 +44,7 @@ rule classify:
     benchmark:
         "results/benchmarks/classify/{experiment}/seed{seed}.tsv"
     conda:
-        "../../envs/classify.yaml"
+        "../envs/classify.yaml"
     threads: config["classifier"]["threads"]
     resources:
         gpu=classify_gpu,

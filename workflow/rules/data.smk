@@ -20,7 +20,7 @@ rule phantom:
     benchmark:
         "results/benchmarks/data/phantom.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     params:
         spec=as_json(config["data"]["phantom"]),
     shell:
@@ -35,7 +35,7 @@ rule tcia_metadata:
     benchmark:
         "results/benchmarks/data/tcia_metadata.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     params:
         urls=as_json(config["data"]["tcia"]["metadata_urls"]),
     shell:
@@ -55,7 +55,7 @@ checkpoint tcia_series:
     benchmark:
         "results/benchmarks/data/tcia_series.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     params:
         api_url=config["data"]["tcia"]["api_url"],
         collection=config["data"]["tcia"]["collection"],
@@ -78,7 +78,7 @@ rule tcia_batch:
     benchmark:
         "results/benchmarks/data/tcia_batch/{batch}.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     # Not a param: a politeness setting must not rerun finished downloads (and all downstream).
     # Not consumed from a pool either: the job itself holds one of this many slot locks.
     resources:
@@ -102,7 +102,7 @@ rule tcia_complete:
     benchmark:
         "results/benchmarks/data/tcia_complete.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     shell:
         "mammodp tcia-complete --series {input.series} --batches {input.batches}"
         " --out {output} > {log} 2>&1"
@@ -118,7 +118,7 @@ rule lesions:
     benchmark:
         "results/benchmarks/data/lesions.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     threads: config["data"]["threads"]
     params:
         args=lesion_args,
@@ -140,7 +140,7 @@ rule crop:
     benchmark:
         "results/benchmarks/data/crop.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     threads: config["data"]["threads"]
     params:
         spec=as_json(config["data"]["crop"]),
@@ -163,7 +163,7 @@ rule fetch_published:
     benchmark:
         "results/benchmarks/data/fetch_published.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     params:
         url=config["data"]["processed"]["archive_url"],
         folders=published_folders,
@@ -184,7 +184,7 @@ rule import_processed:
     benchmark:
         "results/benchmarks/data/import_processed.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     params:
         path=config["data"]["processed"]["path"],
     shell:
@@ -204,7 +204,7 @@ rule split:
     benchmark:
         "results/benchmarks/data/split.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     params:
         val_fraction=config["data"]["split"]["val_fraction"],
         seed=config["data"]["split"]["seed"],

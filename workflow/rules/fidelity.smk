@@ -12,7 +12,7 @@ rule frd:
     benchmark:
         "results/benchmarks/fidelity/frd.tsv"
     conda:
-        "../../envs/fidelity.yaml"
+        "../envs/fidelity.yaml"
     threads: config["fidelity"]["threads"]
     params:
         versions=" ".join(config["fidelity"]["frd_versions"]),

@@ -50,7 +50,7 @@ rule tables:
     benchmark:
         "results/benchmarks/report/tables.tsv"
     conda:
-        "../../envs/report.yaml"
+        "../envs/report.yaml"
     params:
         select=" ".join(SELECTED),
         seeds=" ".join(map(str, SEEDS)),
@@ -104,7 +104,7 @@ rule figures:
     benchmark:
         "results/benchmarks/report/figures.tsv"
     conda:
-        "../../envs/report.yaml"
+        "../envs/report.yaml"
     params:
         select=" ".join(SELECTED),
         gan=lambda wc, input: (
@@ -149,7 +149,7 @@ rule provenance:
     benchmark:
         "results/benchmarks/report/provenance.tsv"
     conda:
-        "../../envs/report.yaml"
+        "../envs/report.yaml"
     params:
         config=as_json(config),
         # A param, so that a new commit reruns this rule and run.json never goes stale.

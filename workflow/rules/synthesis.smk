@@ -11,7 +11,7 @@ rule train_mcgan:
     benchmark:
         "results/benchmarks/synthesis/train_mcgan.tsv"
     conda:
-        "../../envs/synthesis.yaml"
+        "../envs/synthesis.yaml"
     threads: config["synthesis"]["threads"]
     resources:
         gpu=1 if GPU_JOBS else 0,
@@ -34,7 +34,7 @@ rule sample_mcgan:
     benchmark:
         "results/benchmarks/synthesis/sample_mcgan.tsv"
     conda:
-        "../../envs/synthesis.yaml"
+        "../envs/synthesis.yaml"
     threads: config["synthesis"]["threads"]
     params:
         n=config["synthesis"]["n_per_class"],
@@ -61,7 +61,7 @@ rule published_samples:
     benchmark:
         "results/benchmarks/synthesis/published_samples.tsv"
     conda:
-        "../../envs/synthesis.yaml"
+        "../envs/synthesis.yaml"
     params:
         path=config["synthesis"]["published"]["path"],
     shell:
@@ -77,7 +77,7 @@ rule medigan_samples:
     benchmark:
         "results/benchmarks/synthesis/medigan_samples.tsv"
     conda:
-        "../../envs/synthesis.yaml"
+        "../envs/synthesis.yaml"
     threads: config["synthesis"]["threads"]
     params:
         workdir=config["synthesis"]["medigan"]["workdir"],
