@@ -171,6 +171,10 @@ def test_tiny_run_end_to_end_then_rerun_is_a_no_op(workdir, write_config):
         assert (res / "figures" / f"{fig}.pdf").stat().st_size > 2_000
     run = json.loads((res / "provenance" / "run.json").read_text())
     assert len(run["config_sha256"]) == 64
+    import mammodp
+
+    assert run["mammodp_version"] == mammodp.__version__  # the version that ran, and from where
+    assert Path(run["mammodp_package"]) == REPO / "workflow" / "mammodp"
     again = snakemake(workdir, "--configfile", str(cfg), "--cores", "2")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     # Threads are the job's {threads}: changing them reruns nothing and reaches torch.

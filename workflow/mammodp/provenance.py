@@ -1,5 +1,6 @@
 """What a reader needs to trust a results folder: the config used (and its hash), the code
-version (git commit) and the versions of the software that computed it."""
+version (the package's version and folder, the git commit) and the versions of the software that
+computed it."""
 
 from __future__ import annotations
 
@@ -77,4 +78,15 @@ def write(config: dict, commit: str, out_dir: str | Path) -> None:
     write_csv(out_dir / "software.csv", software_versions())
     with atomic_path(out_dir / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-    write_json(out_dir / "run.json", {"git_commit": commit, "config_sha256": config_hash(config)})
+    write_json(
+        out_dir / "run.json",
+        {**package_version(), "git_commit": commit, "config_sha256": config_hash(config)},
+    )
+
+
+def package_version() -> dict:
+    """The version of the package that ran and where it was imported from (a module user's
+    run shows which copy of the workflow's code computed it)."""
+    from . import __version__
+
+    return {"mammodp_version": __version__, "mammodp_package": str(Path(__file__).parent)}
