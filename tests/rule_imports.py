@@ -54,9 +54,12 @@ def _scan(nodes) -> tuple[set[str], set[str], dict[str, tuple[str, str | None]]]
             if isinstance(sub, ast.ImportFrom) and sub.level:
                 module = _own_module(sub)
                 for alias in sub.names:
-                    if module is None:  # from . import x
-                        own.add(alias.name)
+                    if module is None and (PACKAGE / f"{alias.name}.py").is_file():
+                        own.add(alias.name)  # from . import x: the module x
                         names[alias.asname or alias.name] = (alias.name, None)
+                    elif module is None:  # from . import name: a name of the package itself
+                        own.add("__init__")
+                        names[alias.asname or alias.name] = ("__init__", alias.name)
                     else:
                         own.add(module)
                         names[alias.asname or alias.name] = (module, alias.name)
