@@ -52,7 +52,7 @@ from .config import Experiment
 from .errors import UserError
 from .fileio import atomic_path, sha256_file, write_csv, write_json
 from .metrics import bootstrap_ci, classification_metrics, fast_metrics
-from .progress import EpochClock
+from .progress import EpochClock, Every
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class _Trainer:
     ):
         self.job = job
         self.history_path = history_path  # history.csv, rewritten as the epochs go
-        self._written = -math.inf  # when history.csv was last written
+        self._write_due = Every(2.0)  # history.csv at most every 2 s (run() writes the last)
         self.clock: EpochClock | None = None
         self.data = data  # data_fingerprint of what is trained on: part of the resume key
         self.state_dir = state_dir
@@ -337,8 +337,8 @@ class _Trainer:
                 raise KeyboardInterrupt(f"stopped after epoch {epoch} (simulated kill)")
 
     def _progress(self, row: dict) -> None:
-        """One log line per epoch and history.csv as the epochs go (at most every 2 s, and at
-        the last epoch); under DP without the noise-free training loss."""
+        """One log line per epoch and history.csv as the epochs go (at most every 2 s; ``run``
+        writes the final one); under DP without the noise-free training loss."""
         epoch, last = row["epoch"], self.job.train.epochs
         if self.clock is None:
             self.clock = EpochClock(epoch, last)
@@ -348,11 +348,9 @@ class _Trainer:
         else:
             del shown["epsilon"]
         log.info(self.clock.line(epoch, shown))
-        now = time.perf_counter()
-        if self.history_path is not None and (now - self._written > 2 or epoch == last):
+        if self.history_path is not None and self._write_due(time.perf_counter()):
             self.history_path.parent.mkdir(parents=True, exist_ok=True)
             write_csv(self.history_path, history_frame(self.history, self.dp))
-            self._written = now
 
     def privacy(self) -> dict | None:
         if not self.dp:

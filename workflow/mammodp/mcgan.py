@@ -41,7 +41,7 @@ from .models import (
     random_flips,
     restore_cuda_rng,
 )
-from .progress import EpochClock
+from .progress import EpochClock, Every
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +338,7 @@ def train(
         shutil.rmtree(state_dir)
     (state_dir / "samples").mkdir(parents=True, exist_ok=True)
     nets = _Nets(g, d_train, opt_g, opt_d, engine is not None)
-    clock, written = EpochClock(start, spec.epochs), -math.inf
+    clock, write_due = EpochClock(start, spec.epochs), Every(2.0)
     for epoch in range(start, spec.epochs + 1):
         d_losses, g_losses = [], []
         for real, y in loader:
@@ -359,9 +359,8 @@ def train(
             row["epsilon"] = engine.get_epsilon(dp.delta)
         history.append(row)
         log.info(clock.line(epoch, {k: v for k, v in row.items() if k != "epoch"}))
-        if time.perf_counter() - written > 2 or epoch == spec.epochs:  # progress, as it goes
+        if write_due(time.perf_counter()):  # progress as it goes; the output's copy is below
             write_csv(state_dir / "losses.csv", pd.DataFrame(history))
-            written = time.perf_counter()
         if epoch % spec.checkpoint_every == 0 or epoch == spec.epochs:
             grid = sample_grid(g, spec, 8, seed=spec.seed)
             cv2.imwrite(str(state_dir / "samples" / f"epoch{epoch:05d}.png"), grid)

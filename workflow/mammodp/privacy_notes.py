@@ -53,6 +53,10 @@ def patient_guarantee(epsilon: float, delta: float, k: int, unit: str = "crop") 
     }
 
 
+def _pair(epsilon: float, delta: float) -> str:
+    return f"epsilon {epsilon:.3g}, delta {delta:.3g}" + ("" if delta < 1 else " (vacuous)")
+
+
 def dp_warnings(privacy: dict) -> list[str]:
     """The caveats of one DP run's privacy.json record."""
     out = []
@@ -73,19 +77,12 @@ def dp_warnings(privacy: dict) -> list[str]:
     for a in sorted((others - {own}) & APPROXIMATE_ACCOUNTANTS.keys()):
         out.append(f"the lineage's epsilon includes a {a} part: {APPROXIMATE_ACCOUNTANTS[a]}")
     if len(privacy.get("lineage_parts", [])) > 1 and privacy.get("lineage_patient_epsilon"):
-        delta = privacy["lineage_patient_delta"]
-        out.append(
-            f"over its lineage ({privacy['lineage_unit']} units) a patient has epsilon "
-            f"{privacy['lineage_patient_epsilon']:.3g}, delta {delta:.3g}"
-            + ("" if delta < 1 else " (vacuous)")
-        )
+        pair = _pair(privacy["lineage_patient_epsilon"], privacy["lineage_patient_delta"])
+        out.append(f"over its lineage ({privacy['lineage_unit']} units) a patient has {pair}")
     if unit == "crop" and privacy.get("max_crops_per_patient", 1) > 1:
         k = privacy["max_crops_per_patient"]
-        out.append(
-            f"the unit of privacy is the crop; a patient with {k} crops has "
-            f"epsilon {privacy['patient_epsilon']:.3g}, delta {privacy['patient_delta']:.3g}"
-            + (" (vacuous)" if privacy["patient_guarantee_vacuous"] else "")
-        )
+        pair = _pair(privacy["patient_epsilon"], privacy["patient_delta"])
+        out.append(f"the unit of privacy is the crop; a patient with {k} crops has {pair}")
     return out
 
 
@@ -109,13 +106,9 @@ def lineage_warnings(privacy: dict) -> list[str]:
         out.append(f"lineage delta = {privacy['lineage_delta']:g} >= 1/N for N = {n}")
     k = privacy["lineage_max_crops_per_patient"]
     if privacy["lineage_unit"] != "patient" and k > 1:
-        delta = privacy["lineage_patient_delta"]
+        pair = _pair(privacy["lineage_patient_epsilon"], privacy["lineage_patient_delta"])
         unit = "is the crop" if privacy["lineage_unit"] == "crop" else "of some parts is the crop"
-        out.append(
-            f"the unit of privacy {unit}; a patient with {k} "
-            f"crops has epsilon {privacy['lineage_patient_epsilon']:.3g}, delta {delta:.3g}"
-            + ("" if delta < 1 else " (vacuous)")
-        )
+        out.append(f"the unit of privacy {unit}; a patient with {k} crops has {pair}")
     return out
 
 

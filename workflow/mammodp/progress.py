@@ -24,6 +24,19 @@ def _value(v) -> str:
     return str(v)
 
 
+class Every:
+    """True at most once every ``seconds`` (from ``start``; by default the first call is)."""
+
+    def __init__(self, seconds: float, start: float = -math.inf):
+        self.seconds, self.last = seconds, start
+
+    def __call__(self, now: float) -> bool:
+        if now - self.last >= self.seconds:
+            self.last = now
+            return True
+        return False
+
+
 class EpochClock:
     """Times epochs ``first``..``last`` (a resumed job starts after its saved epoch); the time
     left is the mean epoch time so far times the epochs still to run."""
@@ -46,13 +59,14 @@ def track(items, total: int, what: str, unit: str, logger, every: float = 30.0):
     """Yield ``items`` and log '<what>: i/total <unit> (rate, time left)' at most every
     ``every`` seconds and at the end: readable progress in a job's log file, where a progress
     bar's carriage returns would pile up."""
-    start = last = time.perf_counter()
+    start = time.perf_counter()
+    due = Every(every, start)
     done = 0
     for item in items:
         yield item
         done += 1
         now = time.perf_counter()
-        if now - last >= every or done == total:
+        if due(now) or done == total:
             rate = done / max(now - start, 1e-9)
             left = (total - done) / rate if rate > 0 else math.inf
             logger.info(
@@ -65,4 +79,3 @@ def track(items, total: int, what: str, unit: str, logger, every: float = 30.0):
                 unit,
                 _duration(left) if left < math.inf else "?",
             )
-            last = now
