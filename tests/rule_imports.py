@@ -30,8 +30,12 @@ def rules() -> dict[str, tuple[str, str]]:
         for block in blocks:
             name = re.match(r"(?:rule|checkpoint) (\w+):", block)[1]
             env = re.search(r'conda:\n\s+"([^"]+)"', block)[1]
-            sub = re.search(r'"mammodp ([\w-]+)', block)[1]
-            out[name] = ((smk.parent / env).resolve(), sub)
+            sub = re.search(r'"\$MAMMODP" ([\w-]+)', block)[1]
+            if "{env}" in env:  # one job per environment (the software rule)
+                for path in sorted((smk.parent / env).parent.glob("*.yaml")):
+                    out[f"{name}[{path.stem}]"] = (path.resolve(), sub)
+            else:
+                out[name] = ((smk.parent / env).resolve(), sub)
     return out
 
 

@@ -383,9 +383,7 @@ def test_cached_feature_files_give_the_same_run(tmp_path, tiny_manifest):
     backbone = models.create_backbone(TINY)
     paths = sorted(tiny_manifest["path"])
     feats = models.backbone_features(backbone, models.load_images(paths, TINY.input_size))
-    torch.save(
-        {"paths": paths, "features": feats, "variants": list(models.FLIPS)}, tmp_path / "real.pt"
-    )
+    torch.save(classify.feature_file(paths, feats), tmp_path / "real.pt")
     a = classify.run(_job("c", eps=6.0), tiny_manifest, None, None, tmp_path / "a")
     b = classify.run(
         _job("c", eps=6.0),
@@ -499,7 +497,7 @@ def test_state_from_other_cached_features_is_not_resumed(tmp_path, tiny_manifest
     files = {}
     for name, f in (("old", feats), ("new", feats * 1.5)):
         files[name] = tmp_path / f"{name}.pt"
-        torch.save({"paths": paths, "features": f, "variants": list(models.FLIPS)}, files[name])
+        torch.save(classify.feature_file(paths, f), files[name])
 
     def args(name):
         return {
@@ -624,9 +622,7 @@ def test_reduced_torchvision_swin_end_to_end_and_a_backbone_init(tmp_path, tiny_
     feats = models.backbone_features(
         models.load_backbone(src_model), models.load_images(paths, TV_TINY.input_size)
     )
-    torch.save(
-        {"paths": paths, "features": feats, "variants": list(models.FLIPS)}, tmp_path / "f.pt"
-    )
+    torch.save(classify.feature_file(paths, feats), tmp_path / "f.pt")
     b = classify.run(dst, tiny_manifest, None, src_model, tmp_path / "b", [str(tmp_path / "f.pt")])
     assert a["test"] == b["test"]
     tuned, ckpt = models.load_model(tmp_path / "a" / "model.pt")

@@ -24,7 +24,7 @@ def test_one_subcommand_per_rule():
     sub = set(build_parser()._subparsers._group_actions[0].choices)
     used = set()
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
-        used |= set(re.findall(r'"mammodp ([a-z-]+)', smk.read_text()))
+        used |= set(re.findall(r'"\$MAMMODP" ([a-z-]+)', smk.read_text()))
     # Every rule calls a subcommand, every subcommand serves a rule, but for study-split, which
     # rebuilds a shipped file (resources/study_split.json) rather than a step of the DAG.
     assert used == sub - {"study-split"}
@@ -63,10 +63,10 @@ def test_bad_csv_columns(tmp_path):
 
 def _bad_image_manifest(tmp):
     (tmp / "bad.png").write_bytes(b"not a png")
-    rows = "path,label,split,dataset\n" + f"{tmp / 'bad.png'},1,train,cbis-ddsm\n"
-    (tmp / "m.csv").write_text(rows)
-    (tmp / "s.csv").write_text(f"path,label\n{tmp / 'bad.png'},1\n")
-    return ["--manifest", str(tmp / "m.csv"), "--synthetic", str(tmp / "s.csv")]
+    (tmp / "m.csv").write_text("path,label,split,dataset\nbad.png,1,train,cbis-ddsm\n")
+    (tmp / "s.csv").write_text("path,label\nbad.png,1\n")
+    images = ["--images", str(tmp), "--synthetic-images", str(tmp)]
+    return ["--manifest", str(tmp / "m.csv"), "--synthetic", str(tmp / "s.csv"), *images]
 
 
 CASES = {
@@ -105,7 +105,13 @@ CASES = {
     "figures with an unreadable image": (
         lambda t: (
             ["figures", "--experiments-table", "config/experiments.tsv"]
-            + ["--select", "real_frozen_nodp", "--seed", "1", "--out-dir", str(t / "f")]
+            + ["--select", "real_frozen_nodp", "--seed", "1"]
+            + ["--outputs"]
+            + [
+                f"{n}.{ext}={t / 'f' / f'{n}.{ext}'}"
+                for n in ("privacy_utility", "roc_pr", "samples", "paper_comparison")
+                for ext in ("png", "pdf")
+            ]
             + ["--comparison", str(t / "c.csv"), "--data-source", "phantom"]
             + ["--generator", "mcgan"]
             + _bad_image_manifest(t)

@@ -420,7 +420,11 @@ def test_tables_cli_writes_the_comparison(tmp_path):
     args += ["--select", "real_frozen_nodp", "--seeds", "42", "43", "44", "--frd", str(frd)]
     args += ["--paper-results", str(PAPER_RESULTS), "--paper-fidelity", str(PAPER_FIDELITY)]
     context = ["--context", json.dumps({**STUDY, "data_source": "tcia"})]
-    assert cli.main([*args, *context, "--out-dir", str(tmp_path / "t")]) == 0
+    names = ["paper_comparison.csv", "paper_comparison.md", "paper_comparison_fidelity.csv"]
+    names += ["main.csv", "main.md", "main.tex", "privacy.csv", "privacy.md"]
+    names += ["fidelity.csv", "fidelity.md"]
+    outputs = ["--outputs", *(f"{n}={tmp_path / 't' / n}" for n in names)]
+    assert cli.main([*args, *context, *outputs]) == 0
     df = pd.read_csv(tmp_path / "t" / "paper_comparison.csv")
     r = _row(df, "dbr0", "cbis-ddsm", "auroc")
     assert r.comparable and r["flags"] == "rebuilt from DICOM"
@@ -428,7 +432,7 @@ def test_tables_cli_writes_the_comparison(tmp_path):
     assert math.isclose(r.difference, 0.7 - r.published_mean)
     fid = pd.read_csv(tmp_path / "t" / "paper_comparison_fidelity.csv")
     assert len(fid) == 4 and fid["comparable"].all()
-    assert cli.main([*args, "--context", "{", "--out-dir", str(tmp_path / "u")]) == 2
+    assert cli.main([*args, "--context", "{", *outputs]) == 2
 
 
 @pytest.mark.parametrize("name", ["paper.yaml", "paper-published.yaml"])

@@ -4,6 +4,7 @@ original routine, the centred framing pinned to its earlier behaviour, the 8-bit
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -55,7 +56,9 @@ def test_make_crops_on_phantom(tmp_path, phantom_dir):
     roots = {"dicom_root": phantom_dir / "CBIS-DDSM", "bcdr_root": phantom_dir / "BCDR"}
     index = make_crops(table, tmp_path / "crops", CropSpec(), workers=2, **roots)
     assert len(index) == len(table) and index["sha256"].str.len().eq(64).all()
-    for path in index["path"]:
+    assert not any(Path(p).is_absolute() for p in index["path"])  # relative to the crop folder
+    for rel in index["path"]:
+        path = str(tmp_path / "crops" / rel)
         raw = open(path, "rb").read()
         assert b"tEXt" not in raw and b"eXIf" not in raw  # no metadata chunks
         img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
@@ -343,7 +346,8 @@ def test_study_crops_are_the_original_pipeline(tmp_path, phantom_dir, phantom_ta
         want = cv2.resize(
             image[y0 : y0 + side, x0 : x0 + side], (128, 128), interpolation=cv2.INTER_AREA
         )
-        assert np.array_equal(cv2.imread(row.path, cv2.IMREAD_UNCHANGED), want), row.lesion_id
+        got = cv2.imread(str(tmp_path / "c" / row.path), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(got, want), row.lesion_id
 
 
 def _bcdr_table(root, image):
@@ -386,9 +390,9 @@ def test_bcdr_intensity_as_is_or_minmax(tmp_path):
         want = cv2.resize(
             source[y0 : y0 + side, x0 : x0 + side], (128, 128), interpolation=cv2.INTER_AREA
         )
-        got = cv2.imread(crops[mode]["path"].iloc[0], cv2.IMREAD_UNCHANGED)
+        got = cv2.imread(str(tmp_path / mode / crops[mode]["path"].iloc[0]), cv2.IMREAD_UNCHANGED)
         assert np.array_equal(got, want), mode
-    as_is = cv2.imread(crops["as_is"]["path"].iloc[0], 0)
+    as_is = cv2.imread(str(tmp_path / "as_is" / crops["as_is"]["path"].iloc[0]), 0)
     assert as_is.min() >= 40 and as_is.max() <= 200  # untouched: no stretch
     with pytest.raises(UserError, match="data.bcdr.intensity = 'raw' is not allowed"):
         make_crops(table, tmp_path / "x", spec, bcdr_root=tmp_path, bcdr_intensity="raw")

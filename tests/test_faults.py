@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from mammodp import classify, mcgan
+from mammodp.config import RUN_FILES
 
 from .conftest import REPO, tiny_config
 from .test_models import TINY
@@ -69,12 +70,16 @@ def test_sigkill_of_a_dp_classifier_job_then_rerun_gives_the_same_result(tmp_pat
         "dp": {**asdict(classify.DPSpec()), "epsilon_window": [0.75, 1.05]},
         "device": "cpu",
     }
-    args = ["classify", "--job", json.dumps(job), "--manifest", str(manifest), "--out-dir"]
-    assert _cli(*args, str(tmp_path / "a")).wait() == 0
-    killed = _cli(*args, str(tmp_path / "b"))
+    args = ["classify", "--job", json.dumps(job), "--manifest", str(manifest), "--images", "/"]
+
+    def run_in(d):  # the manifest's paths are absolute: any image folder resolves them
+        return _cli(*args, "--outputs", *(f"{k}={d / v}" for k, v in RUN_FILES.items()))
+
+    assert run_in(tmp_path / "a").wait() == 0
+    killed = run_in(tmp_path / "b")
     _kill_when(killed, tmp_path / "b" / ".state" / "state.pt", epoch=5)
     assert not (tmp_path / "b" / "metrics.json").exists()
-    assert _cli(*args, str(tmp_path / "b")).wait() == 0
+    assert run_in(tmp_path / "b").wait() == 0
     for name in ("metrics.json", "predictions.csv", "history.csv", "privacy.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
@@ -88,7 +93,7 @@ def test_sigkill_of_a_gan_job_then_rerun_gives_the_same_generator(tmp_path, tiny
             "dp": {"enabled": False},
         }
     )
-    args = ["train-gan", "--manifest", str(manifest), "--spec", spec, "--out-dir"]
+    args = ["train-gan", "--manifest", str(manifest), "--images", "/", "--spec", spec, "--out-dir"]
     assert _cli(*args, str(tmp_path / "a")).wait() == 0
     killed = _cli(*args, str(tmp_path / "b"))
     _kill_when(killed, tmp_path / ".b.state" / "state.pt", epoch=3)

@@ -65,11 +65,12 @@ def test_train_and_sample(tmp_path):
     b = mcgan.sample(gen, 3, seed=5, out_dir=tmp_path / "b")
     assert list(a["label"]) == [0, 0, 0, 1, 1, 1]
     assert a["path"].str.endswith(("_malignant.png", "_benign.png")).all()
+    assert a["path"].str.startswith("mcgan_").all()  # relative to the image folder
     for pa, pb in zip(a["path"], b["path"], strict=True):
-        assert (cv2.imread(pa) == cv2.imread(pb)).all()
+        assert (cv2.imread(str(tmp_path / "a" / pa)) == cv2.imread(str(tmp_path / "b" / pb))).all()
     c = mcgan.sample(gen, 3, seed=6, out_dir=tmp_path / "c")
     assert any(
-        (cv2.imread(pa) != cv2.imread(pc)).any()
+        (cv2.imread(str(tmp_path / "a" / pa)) != cv2.imread(str(tmp_path / "c" / pc))).any()
         for pa, pc in zip(a["path"], c["path"], strict=True)
     )
 
@@ -223,7 +224,9 @@ def test_conditioning_follows_the_labels(tmp_path):
     )
     mcgan.train(images, labels, spec, tmp_path / "gan", threads=2)
     samples = mcgan.sample(tmp_path / "gan" / "generator.pt", 32, seed=1, out_dir=tmp_path / "s")
-    brightness = np.array([cv2.imread(p, cv2.IMREAD_GRAYSCALE).mean() for p in samples["path"]])
+    brightness = np.array(
+        [cv2.imread(str(tmp_path / "s" / p), cv2.IMREAD_GRAYSCALE).mean() for p in samples["path"]]
+    )
     assert roc_auc_score(samples["label"], brightness) > 0.9
 
 

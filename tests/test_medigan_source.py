@@ -26,13 +26,13 @@ def test_generate_through_medigan_from_an_exported_package(tmp_path, generator_p
     assert len(df) == 10 and df["label"].tolist() == [0] * 5 + [1] * 5
     assert df["generator"].unique().tolist() == ["medigan:00008_C-DCGAN_MMG_MASSES"]
     for path in df["path"]:
-        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        img = cv2.imread(str(tmp_path / "out" / path), cv2.IMREAD_UNCHANGED)
         assert img.shape == (128, 128)
     again = medigan_source.generate(
         work, medigan_source.MODEL_ID, 5, seed=3, out_dir=tmp_path / "b"
     )
     for a, b in zip(df["path"], again["path"], strict=True):
-        assert (cv2.imread(a) == cv2.imread(b)).all()  # seeded
+        assert (cv2.imread(str(tmp_path / "out" / a)) == cv2.imread(str(tmp_path / "b" / b))).all()
 
 
 def test_offline_without_the_catalogue(tmp_path):

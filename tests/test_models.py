@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -322,6 +324,19 @@ def test_load_backbone_passes_the_stochastic_depth_through(tmp_path):
     }
     assert models.backbone_origin(tmp_path / "frozen.pt")[0] == tmp_path / "src.pt"
     assert models.backbone_origin(tmp_path / "pre.pt")[0] == tmp_path / "pre.pt"
+    # Where the rule declares the source (a module prefix, a storage plugin's copy), not where
+    # it was at training; its content must still be the one recorded.
+    moved = tmp_path / "elsewhere" / "src.pt"
+    moved.parent.mkdir()
+    shutil.copy(tmp_path / "src.pt", moved)
+    assert models.backbone_origin(tmp_path / "frozen.pt", origin=moved)[0] == moved
+    with pytest.raises(UserError, match="changed since training"):
+        models.backbone_origin(tmp_path / "frozen.pt", origin=tmp_path / "pre.pt")
+    (tmp_path / "src.pt").rename(tmp_path / "gone.pt")
+    with pytest.raises(UserError, match="its backbone source .*src.pt is missing"):
+        models.load_backbone(tmp_path / "frozen.pt")
+    assert models.load_backbone(tmp_path / "frozen.pt", origin=moved) is not None
+    (tmp_path / "gone.pt").rename(tmp_path / "src.pt")
     loaded = models.load_backbone(tmp_path / "frozen.pt")
     for k, v in src.backbone.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k

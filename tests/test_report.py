@@ -199,7 +199,7 @@ def test_all_figures_are_valid_images(tmp_path):
     for i in range(8):
         path = crops / f"{i}.png"
         cv2.imwrite(str(path), np.full((128, 128), 30 * i, np.uint8))
-        rows.append({"path": str(path), "label": i % 2, "split": "train", "dataset": "cbis-ddsm"})
+        rows.append({"path": path.name, "label": i % 2, "split": "train", "dataset": "cbis-ddsm"})
     pd.DataFrame(rows).to_csv(tmp_path / "crops.csv", index=False)
     pd.DataFrame(rows)[["path", "label"]].to_csv(tmp_path / "syn.csv", index=False)
     pd.DataFrame({"epoch": [1, 2, 3], "loss_d": [1.0, 0.8, 0.7], "loss_g": [2.0, 1.5, 1.4]}).to_csv(
@@ -215,6 +215,8 @@ def test_all_figures_are_valid_images(tmp_path):
         out / "samples.png",
         source="phantom",
         generator="mcgan",
+        images=crops,
+        synthetic_images=crops,
     )
     figures.gan_losses(tmp_path / "losses.csv", out / "mcgan_losses.png")
     ctx = comparison.Context(**{**STUDY, "seeds": (1, 2, 3), "data_source": "phantom"})

@@ -16,9 +16,14 @@ import pydicom
 import pytest
 
 from mammodp import dicomio, lesions, tcia
+from mammodp.config import CASE_CSVS
 from mammodp.errors import UserError
 
 FAST = {"retries": 4, "backoff": 0.01, "timeout": 5}
+
+
+def _csv_paths(folder):
+    return {key: folder / name for key, name in CASE_CSVS.items()}
 
 
 class FakeNBIA:
@@ -115,7 +120,7 @@ def _urls(server):
 
 def _download(server, tmp_path, max_patients=3, batch_size=4, **kw):
     meta = tmp_path / "metadata"
-    tcia.download_metadata(_urls(server), meta, **FAST)
+    tcia.download_metadata(_urls(server), _csv_paths(meta), **FAST)
     csvs = [
         meta / "mass_case_description_train_set.csv",
         meta / "mass_case_description_test_set.csv",
@@ -230,7 +235,7 @@ def test_unreachable_api_is_one_clear_error(tmp_path):
 
 
 def test_series_missing_from_the_listing(server, tmp_path):
-    tcia.download_metadata(_urls(server), tmp_path, **FAST)
+    tcia.download_metadata(_urls(server), _csv_paths(tmp_path), **FAST)
     csv = tmp_path / "mass_case_description_train_set.csv"
     del server.series[tcia.needed_series([csv])[0][0]]
     with pytest.raises(UserError, match="not in TCIA's CBIS-DDSM listing"):
@@ -249,7 +254,7 @@ def test_wrong_image_count_is_rejected(phantom_dir):
 
 @pytest.mark.workflow
 def test_tcia_source_through_the_workflow(server, tmp_path, write_config):
-    """data.source: tcia end to end up to the lesion table, one job per download batch."""
+    """data.source: tcia end to end up to the crops, one job (and one folder) per batch."""
     from .conftest import REPO, tiny_config
     from .test_workflow import snakemake
 
@@ -259,11 +264,15 @@ def test_tcia_source_through_the_workflow(server, tmp_path, write_config):
         api_url=f"{server.url}/v1/", max_patients=4, batch_size=5, metadata_urls=_urls(server)
     )
     cfg = write_config(config, "tcia.yaml")
-    r = snakemake(tmp_path, "--configfile", str(cfg), "--cores", "2", "--until", "lesions")
+    r = snakemake(tmp_path, "--configfile", str(cfg), "--cores", "2", "--until", "crop")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     n_batches = len(list((tmp_path / "resources" / "tcia" / "batches").glob("*.tsv")))
     batch_logs = list((tmp_path / "results" / "logs" / "data" / "tcia_batch").glob("*.log"))
     assert n_batches >= 2 and len(batch_logs) == n_batches  # one job per batch
+    folders = sorted((tmp_path / "resources" / "tcia" / "CBIS-DDSM").iterdir())
+    assert [f.name for f in folders] == [f"batch{k}" for k in range(n_batches)]  # its output
+    index = pd.read_csv(tmp_path / "results" / "data" / "crop_index.csv")
+    assert (tmp_path / "results" / "data" / "crops" / index["path"][0]).is_file()
     table = pd.read_csv(tmp_path / "results" / "data" / "lesions.csv")
     patients = (tmp_path / "resources" / "tcia" / "patients.txt").read_text().split()
     assert len(patients) == 4

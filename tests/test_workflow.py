@@ -404,6 +404,27 @@ def test_changing_one_epsilon_reruns_that_experiment_and_the_tables(workdir, wri
     assert counts == {"classify": 1, "tables": 1, "figures": 1, "all": 1, "total": 4}, counts
 
 
+def test_a_frozen_chain_declares_the_checkpoint_that_holds_its_backbone(workdir, write_config):
+    """backbone: of a frozen source whose backbone came from another run: that run's model and
+    privacy record are inputs (the job reads them; a storage plugin must move them)."""
+    rows = (REPO / "config" / "experiments.tsv").read_text().splitlines()
+    keep = [r for r in rows[1:] if r.startswith(("syn_full_nodp\t", "synbackbone_real_"))]
+    chain = keep[-1].replace("synbackbone_real_frozen_dp_eps6\tdbr155", "chained\t-")
+    chain = chain.replace("backbone:syn_full_nodp", "backbone:synbackbone_real_frozen_dp_eps6")
+    (workdir / "chain.tsv").write_text("\n".join([rows[0], *keep, chain]) + "\n")
+    config = tiny_config(**{"experiments.table": str(workdir / "chain.tsv")})
+    config["experiments"]["select"] = ["chained"]
+    cfg = write_config(config)
+    r = snakemake(workdir, "-n", "--configfile", str(cfg), "--cores", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    inputs = _classify_jobs(r.stdout)[("chained", "1")]
+    run = "results/classify/{}/seed1/{}"
+    assert run.format("synbackbone_real_frozen_dp_eps6", "model.pt") in inputs  # source
+    assert run.format("syn_full_nodp", "model.pt") in inputs  # the backbone's checkpoint
+    assert run.format("syn_full_nodp", "privacy.json") in inputs  # whose training it carries
+    assert "results/features/syn_full_nodp-seed1/real.pt" in inputs
+
+
 def test_a_new_commit_reruns_provenance(tmp_path, write_config):
     """run.json names the commit that built the results: a new commit reruns the rule."""
     repo = tmp_path / "checkout"

@@ -57,6 +57,7 @@ def manifest(data: Path):
     from mammodp import processed, split
 
     index, published = processed.import_processed(data)
+    index["path"] = [str(data / p) for p in index["path"]]  # stored relative to the folder
     m = split.apply_split(index, published, str(data))
     return m[m["dataset"] == "cbis-ddsm"].reset_index(drop=True)
 
@@ -67,7 +68,9 @@ def feature_cache(m, out: Path, threads: int, source: Path | None) -> Path:
     images = out / "images.csv"
     m.to_csv(images, index=False)
     path = out / "features.pt"
-    args = ["backbone-features", "--images", str(images), "--model", json.dumps(MODEL)]
+    # The paths are absolute: any image folder resolves them to themselves.
+    args = ["backbone-features", "--manifest", str(images), "--images", "/"]
+    args += ["--model", json.dumps(MODEL)]
     args += ["--source-model", str(source)] if source else []
     code = cli.main(args + ["--threads", str(threads), "--out", str(path)])
     if code:
@@ -101,6 +104,7 @@ def pretrain_on_synthetic(m, synthetic: Path, out: Path, threads: int, epochs: i
     from mammodp import classify, synthesis
 
     syn = synthesis.published_manifest(synthetic)
+    syn["path"] = [str(Path(synthetic) / p) for p in syn["path"]]
     run = job(experiment("syn_full_nodp", None), 42, threads, epochs)
     classify.run(run, m, syn, None, out / "syn_full_nodp", None)
     return out / "syn_full_nodp" / "model.pt"

@@ -53,6 +53,7 @@ def main(argv=None) -> dict:
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else _cpu_name()
     spec = models.ModelSpec.from_dict({"pretrained": "none", **json.loads(a.model)})
     index, split = import_processed(a.data)
+    index["path"] = [str(a.data / p) for p in index["path"]]  # stored relative to the folder
     index = apply_split(index, split, str(a.data))
     train = index[(index["split"] == "train") & (index["dataset"] == "cbis-ddsm")]
     val = index[(index["split"] == "val") & (index["dataset"] == "cbis-ddsm")]

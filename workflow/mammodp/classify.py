@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from . import models, privacy_notes
 from .bookkeeping import BookKeepingDP
-from .config import Experiment
+from .config import RUN_FILES, Experiment
 from .errors import UserError
 from .fileio import atomic_path, sha256_file, write_csv, write_json
 from .metrics import bootstrap_ci, classification_metrics, fast_metrics
@@ -131,24 +131,39 @@ def select_data(manifest: pd.DataFrame, synthetic: pd.DataFrame | None, train_da
     return train.reset_index(drop=True), val.reset_index(drop=True), tests
 
 
+def feature_file(paths, features: torch.Tensor) -> dict:
+    """What ``backbone_features`` saves: the (N, 4, F) features of the images at ``paths``,
+    keyed by their content (sha256), so that a job that sees the images at other paths (a
+    module prefix, a storage plugin's copy) finds them."""
+    return {
+        "sha256": [sha256_file(p) for p in paths],
+        "features": features,
+        "variants": list(models.FLIPS),
+    }
+
+
 def load_feature_cache(paths: list[str | Path]) -> dict[str, torch.Tensor]:
-    """path -> (4 flip variants, F) features from ``backbone_features`` files."""
+    """image sha256 -> (4 flip variants, F) features from ``backbone_features`` files (keyed by
+    content: the job that computed them may have seen the images at another path)."""
     table: dict[str, torch.Tensor] = {}
     for p in paths:
         blob = torch.load(p, map_location="cpu", weights_only=True)
-        for i, image in enumerate(blob["paths"]):
-            table[image] = blob["features"][i]
+        if "sha256" not in blob:
+            raise UserError(f"{p}: features of an older version of this workflow; rebuild them.")
+        for i, key in enumerate(blob["sha256"]):
+            table[key] = blob["features"][i]
     return table
 
 
 def _features_for(table: dict[str, torch.Tensor], paths, what: str) -> torch.Tensor:
-    missing = [p for p in paths if p not in table]
+    keys = [sha256_file(p) for p in paths]
+    missing = [p for p, k in zip(paths, keys, strict=True) if k not in table]
     if missing:
         raise UserError(
             f"{len(missing)} {what} image(s) have no cached features, e.g. {missing[:2]}; "
             "rebuild results/features (the crops changed since they were computed)."
         )
-    return torch.stack([table[p] for p in paths]) if len(paths) else torch.empty(0)
+    return torch.stack([table[k] for k in keys]) if len(keys) else torch.empty(0)
 
 
 # ----------------------------------------------------------------------------- selection
@@ -649,11 +664,13 @@ def train_full(
 # ----------------------------------------------------------------------------- the job
 
 
-def _initial_backbone(job: Job, source_model: str | None):
+def _initial_backbone(job: Job, source_model: str | None, backbone_model: str | None = None):
     """(backbone, source checkpoint or None, sha256 of what the backbone was loaded from or None,
     the ``backbone_source`` reference for this run's checkpoint). ``from:`` and ``backbone:``
     take the source model's backbone, with this job's stochastic depth (the faithful loop runs
-    it in train mode); ``from:`` needs the source's head type (its head is loaded too)."""
+    it in train mode); ``from:`` needs the source's head type (its head is loaded too).
+    ``backbone_model``: the checkpoint holding the source's frozen backbone, as declared; this
+    run's checkpoint refers to that one, so every frozen chain is one link long."""
     exp = job.experiment
     if not exp.source:
         backbone = models.create_backbone(job.model)
@@ -668,9 +685,11 @@ def _initial_backbone(job: Job, source_model: str | None):
             f"{exp.source}'s head '{src_ckpt['head_type']}'; fix config/experiments.tsv "
             f"(or use init backbone:{exp.source} for a new head)."
         )
-    backbone = models.load_backbone(source_model, job.model.drop_path_rate)
+    backbone = models.load_backbone(source_model, job.model.drop_path_rate, backbone_model)
     sha = sha256_file(source_model)
-    return backbone, src_ckpt, sha, {"kind": "model", "path": str(source_model), "sha256": sha}
+    origin, _ = models.backbone_origin(source_model, src_ckpt, backbone_model)
+    ref = {"kind": "model", "path": str(origin), "sha256": sha256_file(origin)}
+    return backbone, src_ckpt, sha, ref
 
 
 def run(
@@ -682,11 +701,18 @@ def run(
     features: list[str] | None = None,
     stop_after: int | None = None,
     generator_privacy: dict | None = None,
+    *,
+    outputs: dict[str, str] | None = None,
+    backbone_model: str | None = None,
+    source_privacy: dict | None = None,
 ) -> dict:
     """Train, select, test and write model.pt, metrics.json, predictions.csv, history.csv and
-    privacy.json into ``out_dir``. ``features``: cached backbone features (frozen, non-faithful
-    experiments); computed here when not given. ``generator_privacy``: the DP-MCGAN's
-    privacy.json record, when its crops are in the training set (for the lineage's epsilon)."""
+    privacy.json into ``out_dir`` (or to the paths ``outputs`` names, keys as ``RUN_FILES``).
+    ``features``: cached backbone features (frozen, non-faithful experiments); computed here when
+    not given. ``generator_privacy``: the DP-MCGAN's privacy.json record, when its crops are in the
+    training set (for the lineage's epsilon). ``backbone_model``: see ``_initial_backbone``.
+    ``source_privacy``: the privacy.json of the run whose training this run loads (see
+    ``_source_privacy``, which reads it beside the source model when not given)."""
     torch.set_num_threads(job.threads)
     torch.manual_seed(job.seed)
     np.random.seed(job.seed)
@@ -700,8 +726,8 @@ def run(
         raise UserError(
             f"experiment {exp.experiment} starts from {exp.source}: its model is missing"
         )
-    out_dir = Path(out_dir)
-    state_dir = out_dir / ".state"
+    out = {k: Path(outputs[k]) if outputs else Path(out_dir) / v for k, v in RUN_FILES.items()}
+    state_dir = out["model"].parent / ".state"  # resume state: removed once the run is done
     train, val, tests = select_data(manifest, synthetic, exp.train_data)
     y_train = torch.tensor(train["label"].astype(int).values)
     y_val = torch.tensor(val["label"].astype(int).values)
@@ -715,7 +741,9 @@ def run(
         {k: len(v) for k, v in tests.items()},
     )
 
-    backbone, src_ckpt, source_sha256, backbone_source = _initial_backbone(job, source_model)
+    backbone, src_ckpt, source_sha256, backbone_source = _initial_backbone(
+        job, source_model, backbone_model
+    )
     torch.manual_seed(job.seed)  # head init depends on the run's seed only
     head = models.make_head(exp.head, backbone.num_features)
     if exp.loads_source_head:
@@ -768,7 +796,7 @@ def run(
             stop_after,
             fingerprint=fingerprint,
             units=row_units(train, job.dp.unit) if exp.dp_epsilon is not None else None,
-            history_path=out_dir / "history.csv",
+            history_path=out["history"],
         )
         head.load_state_dict(tr.best_state)
         head.eval()
@@ -791,7 +819,7 @@ def run(
             fingerprint=models.data_fingerprint(
                 x_train, y_train, x_val, y_val, source_sha256=source_sha256
             ),
-            history_path=out_dir / "history.csv",
+            history_path=out["history"],
         )
         model.load_state_dict(tr.best_state)
         model.eval()
@@ -803,7 +831,11 @@ def run(
     model.cpu()
 
     privacy = tr.privacy() or {"dp": False}
-    source_record = _source_privacy(exp, source_model)
+    source_record = (
+        source_privacy
+        if source_privacy is not None
+        else _source_privacy(exp, source_model, backbone_model)
+    )
     privacy.update(
         {
             "experiment": exp.experiment,
@@ -856,19 +888,18 @@ def run(
                     "pred": int(p >= 0.5),
                 }
             )
-    out_dir.mkdir(parents=True, exist_ok=True)
     models.save_checkpoint(
-        out_dir / "model.pt",
+        out["model"],
         spec=job.model,
         head_type=exp.head,
         model=model,
         backbone_trained=exp.trained == "all",
         backbone_source=backbone_source,
     )
-    write_csv(out_dir / "history.csv", history_frame(tr.history, tr.dp))
-    write_csv(out_dir / "predictions.csv", pd.DataFrame(pred_rows))
-    write_json(out_dir / "privacy.json", _finite(privacy))
-    write_json(out_dir / "metrics.json", _finite(metrics))
+    write_csv(out["history"], history_frame(tr.history, tr.dp))
+    write_csv(out["predictions"], pd.DataFrame(pred_rows))
+    write_json(out["privacy"], _finite(privacy))
+    write_json(out["metrics"], _finite(metrics))
     shutil.rmtree(state_dir, ignore_errors=True)  # done: nothing to resume
     return metrics
 
@@ -877,7 +908,9 @@ def run(
 PRETRAINED_ONLY = {"dp": None, "synthetic_in_lineage": False, "pretrained_weights": True}
 
 
-def _source_privacy(exp: Experiment, source_model: str | None) -> dict | None:
+def _source_privacy(
+    exp: Experiment, source_model: str | None, backbone_model: str | None = None
+) -> dict | None:
     """The privacy.json of the run whose training is in what this run loads: the source run
     (``from:``: its head and backbone) or, for ``backbone:``, the run that trained that backbone
     (a frozen source passes on its own source's; ``PRETRAINED_ONLY`` when that is pretrained
@@ -886,7 +919,7 @@ def _source_privacy(exp: Experiment, source_model: str | None) -> dict | None:
         return None
     path = Path(source_model)
     if not exp.loads_source_head:
-        path, ckpt = models.backbone_origin(path)
+        path, ckpt = models.backbone_origin(path, origin=backbone_model)
         if ckpt["backbone"] is None:
             return PRETRAINED_ONLY
     path = path.with_name("privacy.json")

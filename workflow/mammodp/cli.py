@@ -49,11 +49,41 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
+def _pairs(pairs: list[str], keys, option: str) -> dict[str, str]:
+    """``key=path`` arguments, each of ``keys`` exactly once."""
+    out = dict(p.partition("=")[::2] for p in pairs)
+    if sorted(out) != sorted(keys) or not all(out.values()):
+        raise UserError(f"{option}: give key=path for each of {', '.join(keys)}")
+    return out
+
+
+def _one_or_list(paths: list[str] | None):
+    """One folder as itself (for the messages that name it), several as a list."""
+    return paths[0] if paths and len(paths) == 1 else paths
+
+
 def cmd_phantom(a):
+    import shutil
+    import tempfile
+
+    from .config import CASE_CSVS
     from .phantom import PhantomSpec, generate
 
     spec = PhantomSpec(**json.loads(a.spec))
-    generate(a.out, spec)
+    csvs = _pairs(a.case_csvs, CASE_CSVS, "--case-csvs")
+    dicom = Path(a.dicom)
+    dicom.parent.mkdir(parents=True, exist_ok=True)
+    # Generated whole beside the DICOM folder, then each part moved to the path its rule chose.
+    with tempfile.TemporaryDirectory(prefix=".phantom.", dir=dicom.parent) as work:
+        cohort = Path(work) / "cohort"
+        generate(cohort, spec)
+        for key, name in CASE_CSVS.items():
+            Path(csvs[key]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(cohort / "metadata" / name, csvs[key])
+        for part, dest in (("CBIS-DDSM", dicom), ("BCDR", Path(a.bcdr))):
+            if dest.exists():
+                shutil.rmtree(dest)
+            shutil.move(cohort / part, dest)
 
 
 def cmd_lesions(a):
@@ -79,7 +109,7 @@ def cmd_lesions(a):
         frames.append(
             lesions.cbis_lesions(
                 {"train": a.mass_train, "test": a.mass_test},
-                a.dicom_root,
+                _one_or_list(a.dicom_root),
                 workers=a.workers,
                 patients=patients,
                 contours=a.contours,
@@ -101,9 +131,10 @@ def cmd_lesions(a):
 
 
 def cmd_tcia_metadata(a):
+    from .config import CASE_CSVS
     from .tcia import download_metadata
 
-    download_metadata(json.loads(a.urls), a.out_dir)
+    download_metadata(json.loads(a.urls), _pairs(a.out, CASE_CSVS, "--out"))
 
 
 def cmd_tcia_series(a):
@@ -153,7 +184,7 @@ def cmd_crop(a):
         a.out_dir,
         spec,
         workers=a.workers,
-        dicom_root=a.dicom_root,
+        dicom_root=_one_or_list(a.dicom_root),
         bcdr_root=a.bcdr,
         bcdr_intensity=a.bcdr_intensity,
     )
@@ -221,11 +252,11 @@ def cmd_train_gan(a):
     import torch
 
     from . import mcgan, models
-    from .fileio import read_csv
+    from .fileio import read_manifest
     from .split import MANIFEST_COLUMNS
 
     _threads(a.threads)
-    manifest = read_csv(a.manifest, required=MANIFEST_COLUMNS)
+    manifest = read_manifest(a.manifest, a.images, required=MANIFEST_COLUMNS)
     train = manifest[(manifest["split"] == "train") & (manifest["dataset"] == "cbis-ddsm")]
     images = models.load_images(train["path"], mcgan.IMAGE_SIZE, strict=True)
     labels = torch.tensor(train["label"].astype(int).values)
@@ -263,11 +294,11 @@ def cmd_published_samples(a):
 
 def cmd_frd(a):
     from .fidelity import compute_table
-    from .fileio import read_csv, write_csv
+    from .fileio import read_manifest, write_csv
     from .split import MANIFEST_COLUMNS
 
-    manifest = read_csv(a.manifest, required=MANIFEST_COLUMNS)
-    synthetic = read_csv(a.synthetic, required=["path", "label"])
+    manifest = read_manifest(a.manifest, a.images, required=MANIFEST_COLUMNS)
+    synthetic = read_manifest(a.synthetic, a.synthetic_images, required=["path", "label"])
     table = compute_table(
         manifest,
         synthetic,
@@ -285,12 +316,12 @@ def cmd_frd(a):
 def cmd_backbone_features(a):
     import torch
 
-    from . import models
-    from .fileio import atomic_path, read_csv
+    from . import classify, models
+    from .fileio import atomic_path, read_manifest
 
     _threads(a.threads)
     device = resolve_device(a.device)
-    images = read_csv(a.images, required=["path"])
+    images = read_manifest(a.manifest, a.images, required=["path"])
     paths = sorted(set(images["path"]))
     spec = models.ModelSpec.from_dict(json.loads(a.model))
     backbone = (
@@ -304,7 +335,7 @@ def cmd_backbone_features(a):
     for start in track(chunks, len(chunks), "features", "chunks of 512 images", log):
         x = models.load_images(paths[start : start + 512], size)
         feats.append(models.backbone_features(backbone, x, batch_size=a.batch_size, device=device))
-    blob = {"paths": paths, "features": torch.cat(feats), "variants": list(models.FLIPS)}
+    blob = classify.feature_file(paths, torch.cat(feats))
     with atomic_path(a.out) as tmp:
         torch.save(blob, tmp)
     log.info("%d images x %d flips x %d features", *blob["features"].shape)
@@ -312,7 +343,7 @@ def cmd_backbone_features(a):
 
 def cmd_classify(a):
     from . import classify, models
-    from .fileio import read_csv
+    from .fileio import read_json, read_manifest
     from .split import MANIFEST_COLUMNS
 
     spec = json.loads(a.job)
@@ -328,29 +359,55 @@ def cmd_classify(a):
         threads=a.threads,
         synthetic_generator_private=bool(spec.get("synthetic_generator_private", False)),
     )
-    manifest = read_csv(a.manifest, required=MANIFEST_COLUMNS)
-    synthetic = read_csv(a.synthetic, required=["path", "label"]) if a.synthetic else None
-    generator = None
-    if a.generator_model:
-        generator = json.loads((Path(a.generator_model) / "privacy.json").read_text())
+    manifest = read_manifest(a.manifest, a.images, required=MANIFEST_COLUMNS)
+    synthetic = None
+    if a.synthetic:
+        synthetic = read_manifest(a.synthetic, a.synthetic_images, required=["path", "label"])
+    generator = read_json(Path(a.generator_model) / "privacy.json") if a.generator_model else None
     metrics = classify.run(
-        job, manifest, synthetic, a.source_model, a.out_dir, a.features, generator_privacy=generator
+        job,
+        manifest,
+        synthetic,
+        a.source_model,
+        None,
+        a.features,
+        generator_privacy=generator,
+        outputs=_pairs(a.outputs, classify.RUN_FILES, "--outputs"),
+        backbone_model=a.backbone_model,
+        source_privacy=read_json(a.source_privacy) if a.source_privacy else None,
     )
     log.info("test metrics: %s", json.dumps(metrics["test"]))
 
 
 def cmd_provenance(a):
     from . import provenance
+    from .fileio import Outputs
 
-    provenance.write(json.loads(a.config), a.commit, a.out_dir)
+    out = Outputs.parse(a.outputs)
+    provenance.write(json.loads(a.config), a.commit, out, source=a.source, env_csvs=a.software)
+
+
+def cmd_software(a):
+    from . import provenance
+
+    provenance.write_software(a.out)
 
 
 def cmd_tables(a):
     from . import comparison, tables
+    from .fileio import Outputs
 
     ctx = comparison.Context.from_json(a.context)
+    out = Outputs.parse(a.outputs)
     tables.write_tables(
-        a.metrics, a.experiments_table, a.select, a.seeds, a.frd, a.out_dir, source=ctx.data_source
+        a.metrics,
+        a.experiments_table,
+        a.select,
+        a.seeds,
+        a.frd,
+        out,
+        source=ctx.data_source,
+        privacy_paths=a.privacy or None,
     )
     comparison.write_comparison(
         a.metrics,
@@ -360,27 +417,45 @@ def cmd_tables(a):
         a.paper_results,
         a.paper_fidelity,
         a.frd,
-        a.out_dir,
+        out,
     )
 
 
 def cmd_figures(a):
     from . import figures
+    from .fileio import Outputs
 
-    out = Path(a.out_dir)
+    out = Outputs.parse(a.outputs)
+
+    def pair(name: str) -> tuple[Path, Path]:
+        return out / f"{name}.png", out / f"{name}.pdf"
+
     src = a.data_source
     figures.privacy_utility(
-        a.metrics, a.experiments_table, a.select, out / "privacy_utility.png", source=src
+        a.metrics, a.experiments_table, a.select, pair("privacy_utility"), source=src
     )
     figures.curves(
-        a.metrics, a.experiments_table, a.select, out / "roc_pr.png", a.curve_epsilon, source=src
+        a.metrics,
+        a.experiments_table,
+        a.select,
+        pair("roc_pr"),
+        a.curve_epsilon,
+        source=src,
+        prediction_paths=a.predictions or None,
     )
     figures.sample_grid(
-        a.manifest, a.synthetic, out / "samples.png", seed=a.seed, source=src, generator=a.generator
+        a.manifest,
+        a.synthetic,
+        pair("samples"),
+        seed=a.seed,
+        source=src,
+        generator=a.generator,
+        images=a.images,
+        synthetic_images=a.synthetic_images,
     )
-    figures.paper_comparison(a.comparison, out / "paper_comparison.png", source=src)
+    figures.paper_comparison(a.comparison, pair("paper_comparison"), source=src)
     if a.gan_losses:
-        figures.gan_losses(a.gan_losses, out / "mcgan_losses.png")
+        figures.gan_losses(a.gan_losses, pair("mcgan_losses"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -390,14 +465,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("phantom", help="write the embedded phantom cohort")
     s.add_argument("--spec", required=True, help="JSON: seed, patients_*, height, width")
-    s.add_argument("--out", required=True)
+    s.add_argument("--case-csvs", nargs=4, required=True, help="mass_train=PATH ... (4 keys)")
+    s.add_argument("--dicom", required=True, help="the CBIS-DDSM-like DICOM folder to write")
+    s.add_argument("--bcdr", required=True, help="the BCDR-like folder to write")
     s.set_defaults(func=cmd_phantom)
 
     s = sub.add_parser("tcia-metadata", help="download the CBIS-DDSM case-description CSVs")
     s.add_argument(
         "--urls", required=True, help="JSON: mass_train, mass_test, calc_train, calc_test"
     )
-    s.add_argument("--out-dir", required=True)
+    s.add_argument("--out", nargs=4, required=True, help="mass_train=PATH ... (4 keys)")
     s.set_defaults(func=cmd_tcia_metadata)
 
     s = sub.add_parser("tcia-series", help="list the series the mass CSVs need, in batches")
@@ -431,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mass-train")
     s.add_argument("--mass-test")
     s.add_argument("--calc", nargs="*", help="calc CSVs (counted, ignored by design)")
-    s.add_argument("--dicom-root")
+    s.add_argument("--dicom-root", nargs="+", help="the DICOM folder(s) (TCIA: one per batch)")
     s.add_argument("--bcdr", help="BCDR folder (external test set)")
     s.add_argument("--patients-file", help="only these CBIS-DDSM patients (partial download)")
     s.add_argument(
@@ -449,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", required=True, help="JSON: data.crop (framing, margin, ...)")
     s.add_argument("--out-dir", required=True)
     s.add_argument("--index", required=True)
-    s.add_argument("--dicom-root", help="the DICOM tree the lesion table refers to")
+    s.add_argument("--dicom-root", nargs="+", help="the DICOM folder(s) the lesions refer to")
     s.add_argument("--bcdr", help="the BCDR folder the lesion table refers to")
     s.add_argument(
         "--bcdr-intensity",
@@ -492,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train-gan", help="train the MCGAN on the real training crops")
     s.add_argument("--manifest", required=True)
+    s.add_argument("--images", required=True, help="the crop folder the manifest describes")
     s.add_argument("--spec", required=True, help="JSON of GanSpec")
     s.add_argument("--out-dir", required=True)
     s.add_argument("--threads", type=int, default=1)
@@ -525,7 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("frd", help="Frechet Radiomics Distance table")
     s.add_argument("--manifest", required=True)
+    s.add_argument("--images", required=True, help="the crop folder the manifest describes")
     s.add_argument("--synthetic", required=True)
+    s.add_argument("--synthetic-images", required=True, help="the synthetic manifest's folder")
     s.add_argument("--versions", nargs="+", default=["v0"])
     s.add_argument("--max-images", type=int, help="cap each pool at N images (seeded sample)")
     s.add_argument(
@@ -551,16 +631,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("classify", help="train and test one (experiment, seed) job")
     s.add_argument("--job", required=True, help="JSON: experiment row, seed, model, train, dp")
     s.add_argument("--manifest", required=True)
+    s.add_argument("--images", required=True, help="the crop folder the manifest describes")
     s.add_argument("--synthetic")
+    s.add_argument("--synthetic-images", help="the synthetic manifest's folder")
     s.add_argument("--source-model")
+    s.add_argument("--source-privacy", help="privacy.json of the run whose training it loads")
+    s.add_argument("--backbone-model", help="the checkpoint holding the source's frozen backbone")
     s.add_argument("--generator-model", help="the DP-MCGAN's model folder (its privacy.json)")
     s.add_argument("--features", nargs="*", help="cached backbone features (frozen backbones)")
-    s.add_argument("--out-dir", required=True)
+    s.add_argument("--outputs", nargs=5, required=True, help="model=PATH metrics=PATH ...")
     s.add_argument("--threads", type=int, default=1, help="torch threads (the rule's {threads})")
     s.set_defaults(func=cmd_classify)
 
     s = sub.add_parser("backbone-features", help="pooled backbone features per image and flip")
-    s.add_argument("--images", required=True, help="a manifest CSV with a path column")
+    s.add_argument("--manifest", required=True, help="a manifest CSV with a path column")
+    s.add_argument("--images", required=True, help="the image folder the manifest describes")
     s.add_argument("--model", required=True, help="JSON: classifier.model")
     s.add_argument("--source-model", help="take the backbone from this checkpoint instead")
     s.add_argument("--batch-size", type=int, default=64)
@@ -582,7 +667,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--paper-results", required=True, help="resources/paper_results.csv")
     s.add_argument("--paper-fidelity", required=True, help="resources/paper_fidelity.csv")
-    s.add_argument("--out-dir", required=True)
+    s.add_argument("--privacy", nargs="*", default=[], help="privacy.json per run (as --metrics)")
+    s.add_argument("--outputs", nargs="+", required=True, help="main.csv=PATH ... (each table)")
     s.set_defaults(func=cmd_tables)
 
     s = sub.add_parser("provenance", help="config, code version and software versions")
@@ -590,22 +676,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--commit", required=True, help="the workflow's git commit (read when the DAG is built)"
     )
-    s.add_argument("--out-dir", required=True)
+    s.add_argument("--source", default="", help="where the workflow's code came from")
+    s.add_argument("--software", nargs="*", default=[], help="each environment's versions")
+    s.add_argument("--outputs", nargs=3, required=True, help="software.csv=PATH config.yaml=...")
     s.set_defaults(func=cmd_provenance)
+
+    s = sub.add_parser("software", help="the versions this environment provides (a CSV)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_software)
 
     s = sub.add_parser("figures", help="render the paper's figures (PNG and PDF)")
     s.add_argument("--metrics", nargs="*", default=[])
     s.add_argument("--experiments-table", required=True)
     s.add_argument("--select", nargs="+", required=True)
     s.add_argument("--manifest", required=True, help="crops.csv (real crops for the grid)")
+    s.add_argument("--images", required=True, help="the crop folder the manifest describes")
     s.add_argument("--synthetic", required=True, help="synthetic manifest (for the grid)")
+    s.add_argument("--synthetic-images", required=True, help="the synthetic manifest's folder")
+    s.add_argument("--predictions", nargs="*", default=[], help="predictions.csv per run")
     s.add_argument("--gan-losses", help="MCGAN losses.csv (when the MCGAN was trained here)")
     s.add_argument("--comparison", required=True, help="paper_comparison.csv (the tables rule's)")
     s.add_argument("--data-source", required=True, help="data.source: names the data in the titles")
     s.add_argument("--generator", required=True, help="synthesis.generator (sample grid titles)")
     s.add_argument("--curve-epsilon", type=float, default=6.0)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out-dir", required=True)
+    s.add_argument("--outputs", nargs="+", required=True, help="roc_pr.png=PATH ... (PNG, PDF)")
     s.set_defaults(func=cmd_figures)
     return p
 

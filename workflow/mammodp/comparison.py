@@ -24,7 +24,7 @@ import pandas as pd
 from .config import load_experiments
 from .errors import UserError
 from .fidelity import normalisation_label
-from .fileio import atomic_path, read_csv, write_csv
+from .fileio import as_outputs, atomic_path, read_csv, write_csv
 from .labels import DATA_NAME, set_titles
 from .study_settings import SETTING_KEYS, STUDY_SETTINGS
 from .tables import METRIC_TITLE, TABLE_METRICS, TEST_SETS
@@ -706,7 +706,7 @@ def write_comparison(
     out_dir,
 ) -> None:
     """paper_comparison.{csv,md} and paper_comparison_fidelity.csv under ``out_dir``."""
-    out_dir = Path(out_dir)
+    out_dir = as_outputs(out_dir)
     df = compare(metric_paths, experiments_table, selected, ctx, published_csv)
     fid = fidelity_comparison(fidelity_csv, frd_csv, ctx)
     write_csv(out_dir / "paper_comparison.csv", df)

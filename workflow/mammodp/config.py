@@ -16,6 +16,15 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from .errors import UserError
 
+# What a classifier run writes: classify.run's ``outputs`` keys and the rule's named outputs.
+RUN_FILES = {
+    "model": "model.pt",
+    "metrics": "metrics.json",
+    "predictions": "predictions.csv",
+    "history": "history.csv",
+    "privacy": "privacy.json",
+}
+
 
 @dataclass(frozen=True)
 class Experiment:

@@ -264,8 +264,10 @@ def make_crops(
     done = {lesion_id: (rel, window) for r in results for lesion_id, rel, window in r}
     cols = ["lesion_id", "patient_id", "dataset", "portion", "label"] + WINDOW_COLUMNS[:4]
     index = lesions[cols].copy()
-    index.insert(0, "path", [str(out_dir / done[i][0]) for i in index["lesion_id"]])
-    index["sha256"] = [sha256_file(p) for p in index["path"]]
+    # Paths relative to the crop folder (fileio.read_manifest): the index stays true wherever
+    # the folder is (a module prefix, a storage plugin's local copy).
+    index.insert(0, "path", [done[i][0] for i in index["lesion_id"]])
+    index["sha256"] = [sha256_file(out_dir / p) for p in index["path"]]
     windows = np.array([done[i][1] for i in index["lesion_id"]], dtype=np.int64).reshape(-1, 3)
     index["crop_x0"], index["crop_y0"], index["crop_side"] = windows.T
     return index[CROP_COLUMNS + WINDOW_COLUMNS].reset_index(drop=True)

@@ -39,17 +39,20 @@ def _dcmread(path: Path, **kw) -> pydicom.Dataset:
         ) from e
 
 
-def index_series(root: str | os.PathLike) -> dict[str, list[Path]]:
-    """Map SeriesInstanceUID -> DICOM files under ``root``, whatever the folder layout.
+def index_series(root) -> dict[str, list[Path]]:
+    """Map SeriesInstanceUID -> DICOM files under ``root`` (a folder or a list of folders, such
+    as the TCIA download's one per batch), whatever the folder layout.
 
     The NBIA Data Retriever names folders by description (``1.000000-ROI mask images-123``), not
     by UID, so the case-description CSVs are joined to files through this index.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"{root}: DICOM folder not found; run the data source rule first.")
+    roots = [Path(r) for r in ([root] if isinstance(root, (str, os.PathLike)) else root)]
+    for r in roots:
+        if not r.is_dir():
+            raise UserError(f"{r}: DICOM folder not found; run the data source rule first.")
+    root = roots[0] if len(roots) == 1 else ", ".join(map(str, roots))
     index: dict[str, list[Path]] = defaultdict(list)
-    for path in sorted(root.rglob("*.dcm")):
+    for path in sorted(p for r in roots for p in r.rglob("*.dcm")):
         ds = _dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
         uid = getattr(ds, "SeriesInstanceUID", None)
         if not uid:

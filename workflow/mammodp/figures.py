@@ -16,7 +16,7 @@ from sklearn import metrics as skm
 from .comparison import PAPER_SET_TITLE
 from .config import load_experiments
 from .errors import UserError
-from .fileio import atomic_path, read_csv
+from .fileio import atomic_path, read_csv, read_manifest
 from .labels import DATA_NAME, GENERATOR_TITLE, TRAIN_TITLE, set_titles
 from .tables import GROUP_ORDER, GROUP_TITLE, METRIC_TITLE, TEST_SETS, summarise
 
@@ -55,10 +55,10 @@ def _plt():
     return plt
 
 
-def save(fig, out: str | Path) -> None:
-    """Write ``out`` (.png) and its .pdf twin, atomically."""
-    out = Path(out)
-    for path in (out, out.with_suffix(".pdf")):
+def save(fig, out: str | Path | tuple) -> None:
+    """Write ``out``: a (png, pdf) pair of paths, or a .png and its .pdf twin; atomically."""
+    pair = out if isinstance(out, tuple) else (Path(out), Path(out).with_suffix(".pdf"))
+    for path in map(Path, pair):
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=150, format=path.suffix.lstrip("."))
     _plt().close(fig)
@@ -120,18 +120,30 @@ def privacy_utility(
     save(fig, out)
 
 
-def curves(metric_paths, experiments_table, selected, out, epsilon: float = 6.0, *, source: str):
+def curves(
+    metric_paths,
+    experiments_table,
+    selected,
+    out,
+    epsilon: float = 6.0,
+    *,
+    source: str,
+    prediction_paths=None,
+):
     """ROC and precision-recall curves on both test sets for every selected experiment that is
-    non-DP or at ``epsilon``, from the predictions of all its seeds (pooled)."""
+    non-DP or at ``epsilon``, from the predictions of all its seeds (pooled). ``prediction_paths``:
+    each run's predictions.csv, in the order of ``metric_paths`` (default: beside each)."""
+    if prediction_paths is None:
+        prediction_paths = [Path(p).with_name("predictions.csv") for p in metric_paths]
     plt = _plt()
     titles = set_titles(source)
     table = load_experiments(experiments_table)
     chosen = [e for e in selected if table[e].dp_epsilon in (None, epsilon)]
     preds = {}
-    for p in metric_paths:
+    for p, pred in zip(metric_paths, prediction_paths, strict=True):
         exp = json.loads(Path(p).read_text())["experiment"]
         if exp in chosen:
-            preds.setdefault(exp, []).append(pd.read_csv(Path(p).with_name("predictions.csv")))
+            preds.setdefault(exp, []).append(pd.read_csv(pred))
     sets = [
         ts for ts in TEST_SETS if any((ts == f["dataset"]).any() for v in preds.values() for f in v)
     ]
@@ -191,15 +203,18 @@ def sample_grid(
     *,
     source: str,
     generator: str,
+    images: str | Path,
+    synthetic_images: str | Path,
 ):
     """Rows: real benign, real malignant, synthetic benign, synthetic malignant (seeded picks
-    of real training crops and synthetic crops), each titled with the data it shows."""
+    of real training crops and synthetic crops), each titled with the data it shows. ``images``,
+    ``synthetic_images``: the folders the two manifests describe (``fileio.read_manifest``)."""
     plt = _plt()
     set_titles(source)  # an unknown source: one clear error
     what = {"real": TRAIN_TITLE[source], "synthetic": GENERATOR_TITLE.get(generator, generator)}
-    manifest = pd.read_csv(manifest_csv)
+    manifest = read_manifest(manifest_csv, images)
     real = manifest[(manifest["split"] == "train") & (manifest["dataset"] == "cbis-ddsm")]
-    synthetic = pd.read_csv(synthetic_csv)
+    synthetic = read_manifest(synthetic_csv, synthetic_images)
     rng = np.random.default_rng(seed)
     rows, titles = [], []
     for name, df in (("real", real), ("synthetic", synthetic)):

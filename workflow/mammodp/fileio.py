@@ -98,6 +98,50 @@ def read_csv(path: str | os.PathLike, required: list[str] | None = None, **kw) -
     return df
 
 
+class Outputs:
+    """Where a command writes each of its files, by file name: the paths its rule declared
+    (``--outputs name=path ...``), or files of that name in a folder. ``outputs / "main.csv"``
+    is the path of main.csv either way, so writers need not know which."""
+
+    def __init__(self, folder: str | os.PathLike | None = None, paths: dict | None = None):
+        self.folder, self.paths = folder, paths
+
+    @classmethod
+    def parse(cls, pairs: list[str]) -> Outputs:
+        paths = {}
+        for pair in pairs:
+            name, sep, path = pair.partition("=")
+            if not sep or not name or not path:
+                raise UserError(f"--outputs {pair}: expected name=path")
+            paths[name] = path
+        return cls(paths=paths)
+
+    def __truediv__(self, name: str) -> Path:
+        if self.paths is None:
+            return Path(self.folder) / name
+        if name not in self.paths:
+            raise UserError(f"no output path for {name}: add {name}=<path> to --outputs")
+        return Path(self.paths[name])
+
+
+def as_outputs(out: str | os.PathLike | Outputs) -> Outputs:
+    return out if isinstance(out, Outputs) else Outputs(folder=out)
+
+
+def read_manifest(
+    path: str | os.PathLike, images: str | os.PathLike, required: list[str] | None = None
+) -> pd.DataFrame:
+    """A manifest (crops.csv, a synthetic manifest) with its ``path`` column resolved against
+    ``images``, the image folder it describes. Manifests store paths relative to that folder, so
+    they stay true wherever Snakemake puts it (a module prefix, a storage plugin's local copy)."""
+    df = read_csv(path, required=required)
+    images = Path(images)
+    if not images.is_dir():
+        raise UserError(f"{images}: image folder of {path} not found; rerun the rule that made it.")
+    df["path"] = [str(images / p) for p in df["path"]]
+    return df
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

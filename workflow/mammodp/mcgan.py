@@ -613,7 +613,7 @@ def sample(
                 for i, img in enumerate(imgs):
                     fname = f"mcgan_{start + i:05d}_{name}.png"
                     cv2.imwrite(str(tmp / fname), img)
-                    rows.append({"path": str(out_dir / fname), "label": label})
+                    rows.append({"path": fname, "label": label})  # fileio.read_manifest
     df = pd.DataFrame(rows)
     df["generator"] = "mcgan"
     df["seed"] = seed

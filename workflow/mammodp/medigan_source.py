@@ -113,7 +113,7 @@ def generate(
                     raise UserError(f"{f}: medigan output is not a 128x128 image")
                 fname = f"medigan_{i:05d}_{name}.png"
                 cv2.imwrite(str(tmp / fname), img)
-                rows.append({"path": str(out_dir / fname), "label": label})
+                rows.append({"path": fname, "label": label})  # fileio.read_manifest
             shutil.rmtree(raw)
     df = pd.DataFrame(rows)
     df["generator"] = f"medigan:{model_id}"

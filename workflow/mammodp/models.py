@@ -277,16 +277,22 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 AS_SAVED = "as_saved"  # load_backbone: the stochastic depth the checkpoint's job ran with
 
 
-def backbone_origin(path: str | os.PathLike, ckpt: dict | None = None) -> tuple[Path, dict]:
+def backbone_origin(
+    path: str | os.PathLike, ckpt: dict | None = None, origin: str | os.PathLike | None = None
+) -> tuple[Path, dict]:
     """The checkpoint that holds a checkpoint's backbone, and its content: itself when it trained
     its backbone or refers to pretrained weights, else the source its frozen backbone came from,
-    followed through every frozen link (each checked against the sha256 recorded at training)."""
+    each link checked against the sha256 recorded at training. ``origin``: that source as the
+    rule declared it (its recorded path is where it was when this checkpoint was trained, which a
+    module prefix or a storage plugin's local copy need not keep)."""
     path = Path(path)
     ckpt = load_checkpoint(path) if ckpt is None else ckpt
     while ckpt["backbone"] is None and ckpt["backbone_source"]["kind"] == "model":
         source = ckpt["backbone_source"]
-        src_path = Path(source["path"])
-        if src_path.is_file() and sha256_file(src_path) != source["sha256"]:
+        src_path, origin = Path(origin or source["path"]), None  # origin: the first link's
+        if not src_path.is_file():
+            raise UserError(f"{path}: its backbone source {src_path} is missing; rebuild it.")
+        if sha256_file(src_path) != source["sha256"]:
             raise UserError(
                 f"{path}: its backbone source {src_path} changed since training; rebuild {path}."
             )
@@ -295,15 +301,17 @@ def backbone_origin(path: str | os.PathLike, ckpt: dict | None = None) -> tuple[
 
 
 def load_backbone(
-    path: str | os.PathLike, drop_path_rate: float | None | str = AS_SAVED
+    path: str | os.PathLike,
+    drop_path_rate: float | None | str = AS_SAVED,
+    origin: str | os.PathLike | None = None,
 ) -> nn.Module:
-    """The backbone of a checkpoint, following frozen-backbone references to their source.
-    ``drop_path_rate``: its stochastic depth: a rate, None (the architecture's default) or
-    ``AS_SAVED`` (what the checkpoint's own job ran with)."""
+    """The backbone of a checkpoint, following frozen-backbone references to their source
+    (``origin``: see ``backbone_origin``). ``drop_path_rate``: its stochastic depth: a rate, None
+    (the architecture's default) or ``AS_SAVED`` (what the checkpoint's own job ran with)."""
     top = load_checkpoint(path)
     if drop_path_rate == AS_SAVED:
         drop_path_rate = ModelSpec.from_dict(top["model_spec"]).drop_path_rate
-    _, ckpt = backbone_origin(path, top)
+    _, ckpt = backbone_origin(path, top, origin)
     spec = replace(ModelSpec.from_dict(ckpt["model_spec"]), drop_path_rate=drop_path_rate)
     if ckpt["backbone"] is None:  # pretrained weights (or a seeded random init)
         return create_backbone(spec)

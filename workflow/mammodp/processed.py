@@ -57,7 +57,7 @@ def import_processed(root: str | Path) -> tuple[pd.DataFrame, dict[str, list[str
         patient = f"{dataset}__{m['patient']}"
         rows.append(
             {
-                "path": str(png),
+                "path": png.relative_to(root).as_posix(),  # fileio.read_manifest
                 "lesion_id": f"{patient}_image{m['image']}_mass{m['mass']}",
                 "patient_id": patient,
                 "dataset": dataset,

@@ -33,7 +33,7 @@ def published_manifest(folder: str | Path) -> pd.DataFrame:
             raise UserError(
                 f"{p}: unexpected file name; expected batch_<b>_<i>_<benign|malignant>.png"
             )
-        rows.append({"path": str(p), "label": int(m.group(1) == "benign")})
+        rows.append({"path": p.name, "label": int(m.group(1) == "benign")})
     if not rows:
         raise UserError(f"{folder}: no PNG files found")
     df = pd.DataFrame(rows)

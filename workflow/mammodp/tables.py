@@ -20,7 +20,7 @@ import pandas as pd
 from . import privacy_notes
 from .config import load_experiments
 from .errors import UserError
-from .fileio import atomic_path, read_csv, write_csv
+from .fileio import as_outputs, atomic_path, read_csv, write_csv
 from .labels import DATA_NAME, set_titles
 
 GROUP_ORDER = ["real", "real+synthetic", "synthetic", "synthetic-pretrained", "ablation", "extra"]
@@ -306,16 +306,27 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def write_tables(
-    metric_paths, experiments_table, selected, seeds, frd_csv, out_dir, *, source: str
+    metric_paths,
+    experiments_table,
+    selected,
+    seeds,
+    frd_csv,
+    out_dir,
+    *,
+    source: str,
+    privacy_paths=None,
 ) -> None:
     """main.{csv,md,tex}, privacy.{csv,md}, fidelity.{csv,md}; ``source`` (data.source) names
-    the data in the titles and in main.csv's ``data_source`` column."""
-    out_dir = Path(out_dir)
+    the data in the titles and in main.csv's ``data_source`` column. ``out_dir``: a folder or
+    ``fileio.Outputs``; ``privacy_paths``: the runs' privacy.json files (default: beside their
+    metrics.json)."""
+    if privacy_paths is None:
+        privacy_paths = [Path(p).with_name("privacy.json") for p in metric_paths]
+    out_dir = as_outputs(out_dir)
     df = summarise(metric_paths, experiments_table, selected, seeds)
     write_csv(out_dir / "main.csv", df.assign(data_source=source))
     _write_text(out_dir / "main.md", main_markdown(df, source=source))
     _write_text(out_dir / "main.tex", main_latex(df, source=source))
-    privacy_paths = [Path(p).with_name("privacy.json") for p in metric_paths]
     priv = privacy_table(privacy_paths)
     write_csv(out_dir / "privacy.csv", priv)
     _write_text(out_dir / "privacy.md", _markdown(priv) + _not_covered_md(priv))

@@ -76,10 +76,11 @@ def fetch(
     return r.data
 
 
-def download_metadata(urls: dict[str, str], out_dir: str | Path, **kw) -> None:
-    """The four case-description CSVs; each checked to parse as the expected table."""
-    for key, name in CASE_CSVS.items():
-        dest = Path(out_dir) / name
+def download_metadata(urls: dict[str, str], dests: dict[str, str | Path], **kw) -> None:
+    """The four case-description CSVs (``dests``: key -> path, keys as CASE_CSVS); each checked
+    to parse as the expected table."""
+    for key in CASE_CSVS:
+        dest = Path(dests[key])
         data = fetch(urls[key], **kw)
         try:
             df = pd.read_csv(io.BytesIO(data))

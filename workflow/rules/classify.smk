@@ -18,14 +18,13 @@ rule backbone_features:
         gpu=1 if GPU_JOBS else 0,
     params:
         model=as_json(config["classifier"]["model"]),
+        images=lambda wc, input: images_arg("images", wc.imageset)(wc, input),
         source=lambda wc, input: optional_flag(input, "source_model", "--source-model"),
-        generator=lambda wc, input: optional_flag(
-            input, "generator_model", "--generator-model"
-        ),
         batch_size=config["classifier"]["train"]["feature_batch_size"],
         device=config["device"],
     shell:
-        "mammodp backbone-features --images {input.images} --model {params.model:q}"
+        '"$MAMMODP_PYTHON" "$MAMMODP" backbone-features --manifest {input.manifest}'
+        " --images {params.images} --model {params.model:q}"
         " {params.source} --batch-size {params.batch_size} --device {params.device}"
         " --threads {threads} --out {output} > {log} 2>&1"
 
@@ -34,11 +33,10 @@ rule classify:
     input:
         unpack(classify_inputs),
     output:
-        model=f"{run_dir('{experiment}', '{seed}')}/model.pt",
-        metrics=f"{run_dir('{experiment}', '{seed}')}/metrics.json",
-        predictions=f"{run_dir('{experiment}', '{seed}')}/predictions.csv",
-        history=f"{run_dir('{experiment}', '{seed}')}/history.csv",
-        privacy=f"{run_dir('{experiment}', '{seed}')}/privacy.json",
+        **{
+            name: f"{run_dir('{experiment}', '{seed}')}/{file}"
+            for name, file in RUN_FILES.items()
+        },
     log:
         "results/logs/classify/{experiment}/seed{seed}.log",
     benchmark:
@@ -50,14 +48,11 @@ rule classify:
         gpu=classify_gpu,
     params:
         job=job_json,
-        synthetic=lambda wc, input: optional_flag(input, "synthetic", "--synthetic"),
-        source=lambda wc, input: optional_flag(input, "source_model", "--source-model"),
-        generator=lambda wc, input: optional_flag(
-            input, "generator_model", "--generator-model"
-        ),
-        features=lambda wc, input: optional_flag(input, "features", "--features"),
-        out_dir=lambda wc: run_dir(wc.experiment, wc.seed),
+        images=images_arg("images", "real"),
+        synthetic=synthetic_args,
+        optional=source_and_cache_args,
+        outputs=lambda wc, output: " ".join(f"{k}={v}" for k, v in output.items()),
     shell:
-        "mammodp classify --job {params.job:q} --manifest {input.manifest}"
-        " {params.synthetic} {params.source} {params.generator} {params.features}"
-        " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        '"$MAMMODP_PYTHON" "$MAMMODP" classify --job {params.job:q} --manifest {input.manifest}'
+        " --images {params.images} {params.synthetic} {params.optional}"
+        " --outputs {params.outputs} --threads {threads} > {log} 2>&1"

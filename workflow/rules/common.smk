@@ -1,16 +1,36 @@
 import json
+import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.sourcecache import LocalSourceFile
 
-# The package lives beside the rules. What the Snakefile imports needs only Snakemake's own
-# dependencies (tests/test_config.py checks), so that conda users can parse the workflow.
-sys.path.insert(0, str(Path(workflow.basedir)))
+
+# The package lives beside the rules: this workflow's own copy, whether it is a checkout, a local
+# module (workflow.basedir is then the host's folder) or a remote one (github(), a URL: then its
+# files are fetched into Snakemake's source cache first). What the Snakefile imports needs only
+# Snakemake's own dependencies (tests/test_config.py checks), so that conda users can parse it.
+def _workflow_dir():
+    """This workflow's workflow/ folder on this machine, and where it came from."""
+    rules_dir = workflow.current_basedir
+    origin = rules_dir.get_path_or_uri(secret_free=True).rsplit("/", 1)[0]
+    if isinstance(rules_dir, LocalSourceFile):
+        return Path(rules_dir.get_path_or_uri(secret_free=False)).parent, origin
+    listed = workflow.source_path("../package_files.txt")
+    for rel in Path(listed).read_text().split():
+        cached = Path(workflow.source_path(f"../{rel}"))
+    return cached.parents[len(Path(rel).parts) - 1], origin
+
+
+WORKFLOW_DIR, WORKFLOW_SOURCE = _workflow_dir()
+sys.path.insert(0, str(WORKFLOW_DIR))
 from mammodp.config import (  # noqa: E402
     CASE_CSVS,
     STUDY_SPLIT,
+    RUN_FILES,
     ConfigError,
     coerce_strings,
     config_origins,
@@ -35,21 +55,26 @@ try:
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
-# Rules call `mammodp`: workflow/scripts/mammodp runs this checkout's package with the Python
-# running Snakemake, or, under --software-deployment-method conda, with the rule's environment.
+# Rules run `"$MAMMODP_PYTHON" "$MAMMODP" <command>`: this workflow's own package (the launcher
+# workflow/scripts/mammodp.py puts it first on sys.path) with the Python running Snakemake, or,
+# under --software-deployment-method conda, the rule's environment's. Environment variables, set
+# wherever the workflow is parsed (cluster and cloud jobs parse it too): a module's globals do
+# not reach its shell commands, a shell.prefix would leak into a host workflow's rules, and a
+# param (or a path in the command) would rerun everything when a remote module's cache moves.
 USES_CONDA = any(
     m.name == "CONDA" for m in workflow.deployment_settings.deployment_method
 )
-JOB_PYTHON = "python" if USES_CONDA else sys.executable
-shell.prefix(
-    "set -euo pipefail; "
-    f'export PATH="{Path(workflow.basedir) / "scripts"}:$PATH"; '
-    # Quadruple braces: Snakemake formats the prefix once more, as every shell command.
-    f'export PYTHONPATH="{workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; '
-    f'export MAMMODP_PYTHON="{JOB_PYTHON}"; '
+os.environ.update(
+    MAMMODP_PYTHON="python" if USES_CONDA else sys.executable,
+    MAMMODP=str(WORKFLOW_DIR / "scripts" / "mammodp.py"),
 )
 
+# The rule families' conda environments (workflow/envs/<name>.yaml).
+ENVIRONMENTS = ["data", "synthesis", "fidelity", "classify", "report"]
 SEEDS = [int(s) for s in config["seeds"]]
+# Read wherever the workflow is parsed (every cluster or cloud job parses it), like the config
+# file: it travels with the config, not through a storage plugin.
+EXPERIMENT_SHEET = local(config["experiments"]["table"])
 DATA = "results/data"
 GENERATOR = config["synthesis"]["generator"]
 
@@ -68,6 +93,7 @@ wildcard_constraints:
     seed=r"\d+",
     backbone=r"pretrained|[a-z0-9_]+-seed\d+",
     imageset="real|synthetic",
+    env="|".join(ENVIRONMENTS),
 
 
 def as_json(obj):
@@ -75,22 +101,22 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-SOURCE_ROOT = {"phantom": "results/phantom", "tcia": "resources/tcia"}
+def case_csv_paths(folder):
+    """The four case-description CSVs in ``folder``, named by key (an output per CSV)."""
+    return {key: f"{folder}/{name}" for key, name in CASE_CSVS.items()}
 
 
-def lesion_inputs(wildcards):
-    """Case-description CSVs and the DICOM tree (or its download manifest) of the source."""
-    source = config["data"]["source"]
-    root = SOURCE_ROOT[source]
-    inputs = {k: f"{root}/metadata/{name}" for k, name in CASE_CSVS.items()}
-    if source == "phantom":
-        inputs["dicom"] = f"{root}/CBIS-DDSM"
-        if config["data"]["external"] == "bcdr":
-            inputs["bcdr"] = f"{root}/BCDR"
-    else:
-        inputs["dicom"] = f"{root}/CBIS-DDSM.complete"
-        inputs["patients"] = f"{root}/patients.txt"
-    return inputs
+def case_csv_args(wildcards, output):
+    return " ".join(f"{key}={output[key]}" for key in CASE_CSVS)
+
+
+# Patterns that rules and expand() share: expand() takes patterns, not a rule's outputs (which a
+# storage plugin has already turned into storage objects).
+TCIA_BATCH = {
+    "dicom": "resources/tcia/CBIS-DDSM/batch{batch}",  # one folder per download batch
+    "marker": "resources/tcia/batches/{batch}.tsv",
+}
+SOFTWARE = "results/provenance/software/{env}.csv"
 
 
 def tcia_subset_args(wildcards):
@@ -100,35 +126,62 @@ def tcia_subset_args(wildcards):
     return f"--max-patients {tcia['max_patients']}" if tcia["max_patients"] else ""
 
 
-def tcia_batch_markers(wildcards):
-    """One marker per download batch; the batches are known once the series are listed.
-    Read with the csv module: parsing needs only Snakemake's own dependencies."""
+def tcia_batches():
+    """The download batches; known once the series are listed. Read with the csv module:
+    parsing needs only Snakemake's own dependencies."""
     import csv
 
     with open(checkpoints.tcia_series.get().output.series, newline="") as f:
-        batches = {int(row["batch"]) for row in csv.DictReader(f)}
-    return [f"resources/tcia/batches/{b}.tsv" for b in sorted(batches)]
+        return sorted({int(row["batch"]) for row in csv.DictReader(f)})
+
+
+def tcia_batch_markers(wildcards):
+    return expand(TCIA_BATCH["marker"], batch=tcia_batches())
+
+
+def lesion_inputs(wildcards):
+    """Case-description CSVs and the DICOM folders (the TCIA download's: one per batch)."""
+    source = config["data"]["source"]
+    if source == "phantom":
+        inputs = {k: rules.phantom.output[k] for k in CASE_CSVS}
+        inputs["dicom"] = rules.phantom.output.dicom
+        if config["data"]["external"] == "bcdr":
+            inputs["bcdr"] = rules.phantom.output.bcdr
+        return inputs
+    inputs = {k: rules.tcia_metadata.output[k] for k in CASE_CSVS}
+    inputs["dicom"] = expand(TCIA_BATCH["dicom"], batch=tcia_batches())
+    inputs["complete"] = rules.tcia_complete.output[0]
+    inputs["patients"] = rules.tcia_series.output.patients
+    if config["data"]["external"] == "bcdr":
+        inputs["bcdr"] = config["data"]["bcdr"]["path"]
+    return inputs
 
 
 def crop_inputs(wildcards):
-    """The lesion table and the image sources it refers to."""
+    """The lesion table and the image folders it refers to."""
     inputs = lesion_inputs(wildcards)
     return {
-        "lesions": f"{DATA}/lesions.csv",
+        "lesions": rules.lesions.output[0],
         **{k: v for k, v in inputs.items() if k in ("dicom", "bcdr")},
     }
 
 
 def lesion_args(wildcards, input):
-    """Source options (--dicom-root, --bcdr, --patients-file) of `mammodp lesions` and
-    `mammodp crop` for the configured source."""
-    source = config["data"]["source"]
-    args = [f"--dicom-root {SOURCE_ROOT[source]}/CBIS-DDSM"]
+    """The inputs of `mammodp lesions` (case CSVs) and `mammodp crop` (the lesion table) and
+    their sources (--dicom-root, --bcdr, --patients-file). Arguments, not named inputs in the
+    command: before the TCIA listing exists, a dry run prints a placeholder job without them."""
+    if "dicom" not in input.keys():
+        return ""
+    if "lesions" in input.keys():
+        args = [f"--lesions {input.lesions}"]
+    else:
+        args = [f"--mass-train {input.mass_train} --mass-test {input.mass_test}"]
+        args.append(f"--calc {input.calc_train} {input.calc_test}")
+    args.append(f"--dicom-root {input.dicom}")
     if "patients" in input.keys():
         args.append(f"--patients-file {input.patients}")
-    if config["data"]["external"] == "bcdr":
-        bcdr = input.bcdr if "bcdr" in input.keys() else config["data"]["bcdr"]["path"]
-        args.append(f"--bcdr {bcdr}")
+    if "bcdr" in input.keys():
+        args.append(f"--bcdr {input.bcdr}")
     return " ".join(args)
 
 
@@ -164,6 +217,61 @@ def synthetic_manifest():
     return f"results/synthesis/{GENERATOR}/manifest.csv"
 
 
+def made_images(kind):
+    """The image folder a manifest (kind: real, synthetic) describes where a rule of this
+    workflow makes it (an input then), else []."""
+    if kind == "real":
+        return [] if config["data"]["source"] == "processed" else f"{DATA}/crops"
+    return {
+        "mcgan": "results/synthesis/mcgan/images",
+        "medigan": "results/synthesis/medigan/images",
+    }.get(GENERATOR, [])
+
+
+# The study's published folders are the user's: read in place, not moved by a storage plugin.
+USER_IMAGES = {
+    "real": config["data"]["processed"]["path"],
+    "synthetic": config["synthesis"]["published"]["path"],
+}
+
+
+def images_arg(name, kind):
+    """A command's image-folder argument: its rule's input ``name`` (where Snakemake, a module
+    prefix or a storage plugin put it), or the user's published folder."""
+
+    def arg(wildcards, input):
+        made = getattr(input, name) if name in input.keys() else []
+        return made or USER_IMAGES[kind]
+
+    return arg
+
+
+def synthetic_args(wildcards, input):
+    """A classifier job's synthetic manifest and its image folder, when it trains on them."""
+    if "synthetic" not in input.keys():
+        return ""
+    folder = images_arg("synthetic_images", "synthetic")(wildcards, input)
+    return f"--synthetic {input.synthetic} --synthetic-images {folder}"
+
+
+def source_and_cache_args(wildcards, input):
+    """The classifier job's optional inputs, as --source-model, --features and so on."""
+    names = [
+        "source_model",
+        "source_privacy",
+        "backbone_model",
+        "generator_model",
+        "features",
+    ]
+    return " ".join(optional_flag(input, n, f"--{n.replace('_', '-')}") for n in names)
+
+
+def outputs_arg(wildcards, output):
+    """``--outputs name=path ...``: where the rule put each file the command writes, by the
+    file's name (the command's own names; the folders are the rule's)."""
+    return " ".join(f"{Path(p).name}={shlex.quote(p)}" for p in output)
+
+
 def run_dir(experiment, seed):
     return f"results/classify/{experiment}/seed{seed}"
 
@@ -186,17 +294,34 @@ def uses_feature_cache(exp):
     return exp.trained == "head" and not config["classifier"]["train"]["faithful"]
 
 
+def source_inputs(exp, seed):
+    """Pretraining (from: and backbone:) is a DAG edge: the source experiment's model, same seed;
+    the privacy.json of the run whose training this one loads (from: the source's; backbone:
+    that of the run that trained the backbone, none for pretrained weights); and the model that
+    holds a frozen source's backbone."""
+    inputs = {"source_model": f"{run_dir(exp.source, seed)}/model.pt"}
+    key = backbone_key(exp.experiment, seed)
+    origin = None if key == "pretrained" else key.rsplit("-seed", 1)[0]
+    if exp.loads_source_head:
+        inputs["source_privacy"] = f"{run_dir(exp.source, seed)}/privacy.json"
+    elif origin:
+        inputs["source_privacy"] = f"{run_dir(origin, seed)}/privacy.json"
+    if origin and origin != exp.source:
+        inputs["backbone_model"] = f"{run_dir(origin, seed)}/model.pt"
+    return inputs
+
+
 def classify_inputs(wildcards):
     exp = EXPERIMENTS[wildcards.experiment]
-    inputs = {"manifest": f"{DATA}/crops.csv"}
+    inputs = {"manifest": f"{DATA}/crops.csv", "images": made_images("real")}
     if "synthetic" in exp.train_data:
         inputs["synthetic"] = synthetic_manifest()
+        inputs["synthetic_images"] = made_images("synthetic")
         if GENERATOR == "mcgan" and config["synthesis"]["mcgan"]["dp"]["enabled"]:
             # Its privacy.json: the generator's epsilon enters the lineage's.
             inputs["generator_model"] = rules.train_mcgan.output[0]
     if exp.source:
-        # Pretraining (from: and backbone:) is a DAG edge: the source experiment, same seed.
-        inputs["source_model"] = f"{run_dir(exp.source, wildcards.seed)}/model.pt"
+        inputs.update(source_inputs(exp, wildcards.seed))
     if uses_feature_cache(exp):
         key = backbone_key(wildcards.experiment, wildcards.seed)
         inputs["features"] = [f"results/features/{key}/real.pt"]
@@ -206,10 +331,11 @@ def classify_inputs(wildcards):
 
 
 def feature_inputs(wildcards):
-    images = (
-        f"{DATA}/crops.csv" if wildcards.imageset == "real" else synthetic_manifest()
-    )
-    inputs = {"images": images}
+    real = wildcards.imageset == "real"
+    inputs = {
+        "manifest": f"{DATA}/crops.csv" if real else synthetic_manifest(),
+        "images": made_images(wildcards.imageset),
+    }
     if wildcards.backbone != "pretrained":
         experiment, seed = wildcards.backbone.rsplit("-seed", 1)
         inputs["source_model"] = f"{run_dir(experiment, seed)}/model.pt"
@@ -253,9 +379,11 @@ def figure_inputs(wildcards):
     inputs = {
         "metrics": run_files("metrics.json"),
         "predictions": run_files("predictions.csv"),
-        "experiments": config["experiments"]["table"],
+        "experiments": EXPERIMENT_SHEET,
         "manifest": f"{DATA}/crops.csv",
+        "images": made_images("real"),
         "synthetic": synthetic_manifest(),
+        "synthetic_images": made_images("synthetic"),
         "comparison": rules.tables.output.comparison,
     }
     if GENERATOR == "mcgan":

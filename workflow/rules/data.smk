@@ -12,7 +12,7 @@ localrules:
 
 rule phantom:
     output:
-        csvs=expand("results/phantom/metadata/{name}", name=CASE_CSVS.values()),
+        **case_csv_paths("results/phantom/metadata"),
         dicom=directory("results/phantom/CBIS-DDSM"),
         bcdr=directory("results/phantom/BCDR"),
     log:
@@ -23,13 +23,15 @@ rule phantom:
         "../envs/data.yaml"
     params:
         spec=as_json(config["data"]["phantom"]),
+        csvs=case_csv_args,
     shell:
-        "mammodp phantom --spec {params.spec:q} --out results/phantom > {log} 2>&1"
+        '"$MAMMODP_PYTHON" "$MAMMODP" phantom --spec {params.spec:q} --case-csvs {params.csvs}'
+        " --dicom {output.dicom} --bcdr {output.bcdr} > {log} 2>&1"
 
 
 rule tcia_metadata:
     output:
-        expand("resources/tcia/metadata/{name}", name=CASE_CSVS.values()),
+        **case_csv_paths("resources/tcia/metadata"),
     log:
         "results/logs/data/tcia_metadata.log",
     benchmark:
@@ -38,9 +40,9 @@ rule tcia_metadata:
         "../envs/data.yaml"
     params:
         urls=as_json(config["data"]["tcia"]["metadata_urls"]),
+        csvs=case_csv_args,
     shell:
-        "mammodp tcia-metadata --urls {params.urls:q} --out-dir resources/tcia/metadata"
-        " > {log} 2>&1"
+        '"$MAMMODP_PYTHON" "$MAMMODP" tcia-metadata --urls {params.urls:q} --out {params.csvs} > {log} 2>&1'
 
 
 checkpoint tcia_series:
@@ -62,7 +64,7 @@ checkpoint tcia_series:
         subset=tcia_subset_args,
         batch_size=config["data"]["tcia"]["batch_size"],
     shell:
-        "mammodp tcia-series --api-url {params.api_url} --collection {params.collection}"
+        '"$MAMMODP_PYTHON" "$MAMMODP" tcia-series --api-url {params.api_url} --collection {params.collection}'
         " --mass-train {input.mass_train} --mass-test {input.mass_test} {params.subset}"
         " --batch-size {params.batch_size} --out {output.series}"
         " --patients-out {output.patients} > {log} 2>&1"
@@ -72,7 +74,9 @@ rule tcia_batch:
     input:
         "resources/tcia/series.csv",
     output:
-        "resources/tcia/batches/{batch}.tsv",
+        # One folder per batch: each job writes only what it declares.
+        dicom=directory(TCIA_BATCH["dicom"]),
+        marker=TCIA_BATCH["marker"],
     log:
         "results/logs/data/tcia_batch/{batch}.log",
     benchmark:
@@ -86,9 +90,9 @@ rule tcia_batch:
     params:
         api_url=config["data"]["tcia"]["api_url"],
     shell:
-        "mammodp tcia-batch --api-url {params.api_url} --series {input}"
+        '"$MAMMODP_PYTHON" "$MAMMODP" tcia-batch --api-url {params.api_url} --series {input}'
         " --connections {resources.tcia_connection_limit}"
-        " --batch {wildcards.batch} --root resources/tcia/CBIS-DDSM --out {output} > {log} 2>&1"
+        " --batch {wildcards.batch} --root {output.dicom} --out {output.marker} > {log} 2>&1"
 
 
 rule tcia_complete:
@@ -104,7 +108,7 @@ rule tcia_complete:
     conda:
         "../envs/data.yaml"
     shell:
-        "mammodp tcia-complete --series {input.series} --batches {input.batches}"
+        '"$MAMMODP_PYTHON" "$MAMMODP" tcia-complete --series {input.series} --batches {input.batches}'
         " --out {output} > {log} 2>&1"
 
 
@@ -124,8 +128,7 @@ rule lesions:
         args=lesion_args,
         contours=config["data"]["lesions"]["contours"],
     shell:
-        "mammodp lesions --mass-train {input.mass_train} --mass-test {input.mass_test}"
-        " --calc {input.calc_train} {input.calc_test} {params.args}"
+        '"$MAMMODP_PYTHON" "$MAMMODP" lesions {params.args}'
         " --contours {params.contours} --workers {threads} --out {output} > {log} 2>&1"
 
 
@@ -147,7 +150,7 @@ rule crop:
         args=lesion_args,
         bcdr_intensity=config["data"]["bcdr"]["intensity"],
     shell:
-        "mammodp crop --lesions {input.lesions} --spec {params.spec:q} {params.args}"
+        '"$MAMMODP_PYTHON" "$MAMMODP" crop {params.args} --spec {params.spec:q}'
         " --bcdr-intensity {params.bcdr_intensity} --out-dir {output.crops}"
         " --index {output.index} --workers {threads} > {log} 2>&1"
 
@@ -168,7 +171,7 @@ rule fetch_published:
         url=config["data"]["processed"]["archive_url"],
         folders=published_folders,
     shell:
-        "mammodp fetch-published --url {params.url} --checksums {input.checksums}"
+        '"$MAMMODP_PYTHON" "$MAMMODP" fetch-published --url {params.url} --checksums {input.checksums}'
         " {params.folders} --out {output} > {log} 2>&1"
 
 
@@ -188,7 +191,7 @@ rule import_processed:
     params:
         path=config["data"]["processed"]["path"],
     shell:
-        "mammodp import-processed --path {params.path:q} --index {output.index}"
+        '"$MAMMODP_PYTHON" "$MAMMODP" import-processed --path {params.path:q} --index {output.index}'
         " --split {output.split} --duplicates {output.duplicates} > {log} 2>&1"
 
 
@@ -212,6 +215,6 @@ rule split:
             f"--split-file {input.split_file}" if input.split_file else ""
         ),
     shell:
-        "mammodp split --index {input.index} --val-fraction {params.val_fraction}"
+        '"$MAMMODP_PYTHON" "$MAMMODP" split --index {input.index} --val-fraction {params.val_fraction}'
         " --seed {params.seed} {params.split_file} --out-split {output.split}"
         " --out-manifest {output.manifest} > {log} 2>&1"

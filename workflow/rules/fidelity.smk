@@ -4,7 +4,9 @@
 rule frd:
     input:
         manifest=f"{DATA}/crops.csv",
+        images=made_images("real"),
         synthetic=synthetic_manifest(),
+        synthetic_images=made_images("synthetic"),
     output:
         "results/fidelity/frd.csv",
     log:
@@ -15,6 +17,8 @@ rule frd:
         "../envs/fidelity.yaml"
     threads: config["fidelity"]["threads"]
     params:
+        images=images_arg("images", "real"),
+        synthetic_images=images_arg("synthetic_images", "synthetic"),
         versions=" ".join(config["fidelity"]["frd_versions"]),
         seed=config["fidelity"]["seed"],
         design=config["fidelity"]["design"],
@@ -30,7 +34,8 @@ rule frd:
             else ""
         ),
     shell:
-        "mammodp frd --manifest {input.manifest} --synthetic {input.synthetic}"
+        '"$MAMMODP_PYTHON" "$MAMMODP" frd --manifest {input.manifest} --images {params.images}'
+        " --synthetic {input.synthetic} --synthetic-images {params.synthetic_images}"
         " --versions {params.versions} --seed {params.seed} --threads {threads}"
         " --design {params.design} --normalisation {params.normalisation}"
         " {params.max_images} {params.set_size} --out {output} > {log} 2>&1"

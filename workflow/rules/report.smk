@@ -5,7 +5,7 @@ rule tables:
     input:
         metrics=run_files("metrics.json"),
         privacy=run_files("privacy.json"),
-        experiments=config["experiments"]["table"],
+        experiments=EXPERIMENT_SHEET,
         frd="results/fidelity/frd.csv",
         # Shipped with the workflow: the study's own numbers, found from any working directory.
         paper_results=workflow.source_path("../../resources/paper_results.csv"),
@@ -56,11 +56,13 @@ rule tables:
         seeds=" ".join(map(str, SEEDS)),
         context=comparison_context(),
         labels=REPORT_LABELS,
+        outputs=outputs_arg,
     shell:
-        "mammodp tables --metrics {input.metrics} --experiments-table {input.experiments}"
+        '"$MAMMODP_PYTHON" "$MAMMODP" tables --metrics {input.metrics} --privacy {input.privacy}'
+        " --experiments-table {input.experiments}"
         " --select {params.select} --seeds {params.seeds} --frd {input.frd}"
         " --context {params.context:q} --paper-results {input.paper_results}"
-        " --paper-fidelity {input.paper_fidelity} --out-dir results/tables > {log} 2>&1"
+        " --paper-fidelity {input.paper_fidelity} --outputs {params.outputs} > {log} 2>&1"
 
 
 rule figures:
@@ -116,15 +118,36 @@ rule figures:
         source=config["data"]["source"],
         generator=GENERATOR,
         labels=REPORT_LABELS,
+        images=images_arg("images", "real"),
+        synthetic_images=images_arg("synthetic_images", "synthetic"),
+        outputs=outputs_arg,
     shell:
-        "mammodp figures --metrics {input.metrics} --experiments-table {input.experiments}"
-        " --select {params.select} --manifest {input.manifest} --synthetic {input.synthetic}"
+        '"$MAMMODP_PYTHON" "$MAMMODP" figures --metrics {input.metrics} --predictions {input.predictions}'
+        " --experiments-table {input.experiments} --select {params.select}"
+        " --manifest {input.manifest} --images {params.images}"
+        " --synthetic {input.synthetic} --synthetic-images {params.synthetic_images}"
         " --comparison {input.comparison} --data-source {params.source}"
         " --generator {params.generator}"
-        " {params.gan} --seed {params.seed} --out-dir results/figures > {log} 2>&1"
+        " {params.gan} --seed {params.seed} --outputs {params.outputs} > {log} 2>&1"
+
+
+rule software:
+    output:
+        SOFTWARE,
+    log:
+        "results/logs/report/software/{env}.log",
+    benchmark:
+        "results/benchmarks/report/software/{env}.tsv"
+    # Each rule family's environment: under --sdm conda, what its jobs really ran with.
+    conda:
+        "../envs/{env}.yaml"
+    shell:
+        '"$MAMMODP_PYTHON" "$MAMMODP" software --out {output} > {log} 2>&1'
 
 
 rule provenance:
+    input:
+        software=expand(SOFTWARE, env=ENVIRONMENTS),
     output:
         software=report(
             "results/provenance/software.csv",
@@ -154,7 +177,10 @@ rule provenance:
         config=as_json(config),
         # A param, so that a new commit reruns this rule and run.json never goes stale.
         # Read when the job is planned, not at every parse (SLURM jobs parse the workflow too).
-        commit=lambda wc: git_commit(workflow.basedir),
+        commit=lambda wc: git_commit(WORKFLOW_DIR),
+        source=WORKFLOW_SOURCE,
+        outputs=outputs_arg,
     shell:
-        "mammodp provenance --config {params.config:q} --commit {params.commit:q}"
-        " --out-dir results/provenance > {log} 2>&1"
+        '"$MAMMODP_PYTHON" "$MAMMODP" provenance --config {params.config:q} --commit {params.commit:q}'
+        " --source {params.source:q} --software {input.software}"
+        " --outputs {params.outputs} > {log} 2>&1"

@@ -3,7 +3,8 @@
 
 rule train_mcgan:
     input:
-        f"{DATA}/crops.csv",
+        manifest=f"{DATA}/crops.csv",
+        images=made_images("real"),
     output:
         directory("results/synthesis/mcgan/model"),
     log:
@@ -18,8 +19,9 @@ rule train_mcgan:
     params:
         spec=as_json(config["synthesis"]["mcgan"]),
         device=config["device"],
+        images=images_arg("images", "real"),
     shell:
-        "mammodp train-gan --manifest {input} --spec {params.spec:q} --out-dir {output}"
+        '"$MAMMODP_PYTHON" "$MAMMODP" train-gan --manifest {input.manifest} --images {params.images} --spec {params.spec:q} --out-dir {output}'
         " --threads {threads} --device {params.device} > {log} 2>&1"
 
 
@@ -45,7 +47,7 @@ rule sample_mcgan:
             else ""
         ),
     shell:
-        "mammodp sample-gan --model-dir {input} {params.epoch} --n-per-class {params.n}"
+        '"$MAMMODP_PYTHON" "$MAMMODP" sample-gan --model-dir {input} {params.epoch} --n-per-class {params.n}'
         " --seed {params.seed}"
         " --out-dir {output.images} --manifest {output.manifest} --threads {threads}"
         " > {log} 2>&1"
@@ -65,7 +67,7 @@ rule published_samples:
     params:
         path=config["synthesis"]["published"]["path"],
     shell:
-        "mammodp published-samples --path {params.path:q} --manifest {output} > {log} 2>&1"
+        '"$MAMMODP_PYTHON" "$MAMMODP" published-samples --path {params.path:q} --manifest {output} > {log} 2>&1'
 
 
 rule medigan_samples:
@@ -85,6 +87,6 @@ rule medigan_samples:
         n=config["synthesis"]["n_per_class"],
         seed=config["synthesis"]["seed"],
     shell:
-        "mammodp medigan-samples --workdir {params.workdir:q} --model-id {params.model_id}"
+        '"$MAMMODP_PYTHON" "$MAMMODP" medigan-samples --workdir {params.workdir:q} --model-id {params.model_id}'
         " --n-per-class {params.n} --seed {params.seed} --out-dir {output.images}"
         " --manifest {output.manifest} --threads {threads} > {log} 2>&1"
