@@ -869,3 +869,20 @@ def test_dp_with_a_batchnorm_backbone_in_train_mode_is_refused(tmp_path):
         classify.train_head(
             _dp_job("b"), models.make_head("mlp", 4), x, y, x, y, tmp_path, backbone=backbone
         )
+
+
+def test_chains_link_only_to_checkpoints_that_hold_weights(tmp_path, tiny_manifest):
+    """A run on a frozen source refers to the checkpoint that holds its backbone (the one the
+    rule declares), or, when that is the configured pretrained backbone, to no checkpoint: a
+    later run never follows a path its rule did not declare."""
+    classify.run(_job("full", trained="all", epochs=1), tiny_manifest, None, None, tmp_path / "f")
+    classify.run(_job("frozen", epochs=1), tiny_manifest, None, None, tmp_path / "p")
+    full, frozen = str(tmp_path / "f" / "model.pt"), str(tmp_path / "p" / "model.pt")
+    *_, on_pretrained = classify._initial_backbone(_job("a", init="from:frozen"), frozen)
+    assert on_pretrained == {"kind": "pretrained", "pretrained": TINY.pretrained}
+    classify.run(
+        _job("b", init="backbone:full", epochs=1), tiny_manifest, None, full, tmp_path / "b"
+    )
+    b = str(tmp_path / "b" / "model.pt")
+    *_, on_b = classify._initial_backbone(_job("c", init="backbone:b"), b, full)
+    assert on_b["kind"] == "model" and on_b["path"] == full  # one link, to the weights

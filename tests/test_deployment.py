@@ -108,6 +108,31 @@ def test_local_module_with_prefix_and_a_host_rule(tmp_path):
     assert run["workflow_source"] == str(WORKFLOW)
 
 
+LOCAL_RULES = """
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import OutputSettings, ResourceSettings
+with SnakemakeApi(OutputSettings()) as api:
+    wf = api.workflow(resource_settings=ResourceSettings(), snakefile=Path("Snakefile"))
+    print(" ".join(sorted(wf._workflow._localrules)))
+"""
+
+
+def test_downloads_stay_local_rules_under_a_module_rename(tmp_path):
+    """use rule * from ... as x_*: the downloads still run where Snakemake runs, not on compute
+    nodes without internet (a localrules: list would not follow the rename)."""
+    _write_tiny(tmp_path)
+    _host_snakefile(tmp_path, str(WORKFLOW / "Snakefile"))
+    r = subprocess.run(
+        [sys.executable, "-c", LOCAL_RULES], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    names = r.stdout.split()[-4:]
+    assert names == [f"mammodp_{n}" for n in ("fetch_published", "tcia_batch", "tcia_metadata")] + [
+        "mammodp_tcia_series"
+    ]
+
+
 @pytest.fixture
 def served_workflow(tmp_path):
     """A copy of the workflow served over loopback HTTP, as github() serves a remote module."""

@@ -687,7 +687,9 @@ def _initial_backbone(job: Job, source_model: str | None, backbone_model: str | 
         )
     backbone = models.load_backbone(source_model, job.model.drop_path_rate, backbone_model)
     sha = sha256_file(source_model)
-    origin, _ = models.backbone_origin(source_model, src_ckpt, backbone_model)
+    origin, origin_ckpt = models.backbone_origin(source_model, src_ckpt, backbone_model)
+    if origin_ckpt["backbone"] is None:  # pretrained weights, passed on: no checkpoint to read
+        return backbone, src_ckpt, sha, origin_ckpt["backbone_source"]
     ref = {"kind": "model", "path": str(origin), "sha256": sha256_file(origin)}
     return backbone, src_ckpt, sha, ref
 

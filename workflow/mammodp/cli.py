@@ -493,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--api-url", required=True)
     s.add_argument("--series", required=True)
     s.add_argument("--batch", type=int, required=True)
-    s.add_argument("--root", required=True, help="download cache (resumable)")
+    s.add_argument("--root", required=True, help="the batch's folder (its rule's output)")
     s.add_argument("--out", required=True, help="batch marker, written last")
     s.add_argument("--connections", type=int, default=4, help="batches fetching at once")
     s.set_defaults(func=cmd_tcia_batch)

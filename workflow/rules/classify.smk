@@ -51,7 +51,9 @@ rule classify:
         images=images_arg("images", "real"),
         synthetic=synthetic_args,
         optional=source_and_cache_args,
-        outputs=lambda wc, output: " ".join(f"{k}={v}" for k, v in output.items()),
+        outputs=lambda wc, output: " ".join(
+            f"{k}={shlex.quote(v)}" for k, v in output.items()
+        ),
     shell:
         '"$MAMMODP_PYTHON" "$MAMMODP" classify --job {params.job:q} --manifest {input.manifest}'
         " --images {params.images} {params.synthetic} {params.optional}"

@@ -16,7 +16,7 @@ from snakemake.sourcecache import LocalSourceFile
 def _workflow_dir():
     """This workflow's workflow/ folder on this machine, and where it came from."""
     rules_dir = workflow.current_basedir
-    origin = rules_dir.get_path_or_uri(secret_free=True).rsplit("/", 1)[0]
+    origin = rules_dir.get_basedir().get_path_or_uri(secret_free=True)
     if isinstance(rules_dir, LocalSourceFile):
         return Path(rules_dir.get_path_or_uri(secret_free=False)).parent, origin
     listed = workflow.source_path("../package_files.txt")
@@ -153,7 +153,9 @@ def lesion_inputs(wildcards):
     inputs["complete"] = rules.tcia_complete.output[0]
     inputs["patients"] = rules.tcia_series.output.patients
     if config["data"]["external"] == "bcdr":
-        inputs["bcdr"] = config["data"]["bcdr"]["path"]
+        inputs["bcdr"] = local(
+            config["data"]["bcdr"]["path"]
+        )  # the user's: read in place
     return inputs
 
 
@@ -169,7 +171,8 @@ def crop_inputs(wildcards):
 def lesion_args(wildcards, input):
     """The inputs of `mammodp lesions` (case CSVs) and `mammodp crop` (the lesion table) and
     their sources (--dicom-root, --bcdr, --patients-file). Arguments, not named inputs in the
-    command: before the TCIA listing exists, a dry run prints a placeholder job without them."""
+    command: before the TCIA listing exists, a dry run prints a placeholder job without them.
+    """
     if "dicom" not in input.keys():
         return ""
     if "lesions" in input.keys():
@@ -207,7 +210,7 @@ def split_file_input():
     if config["data"]["split"]["file"] == STUDY_SPLIT:
         return workflow.source_path("../../resources/study_split.json")
     if config["data"]["split"]["file"]:
-        return config["data"]["split"]["file"]
+        return local(config["data"]["split"]["file"])  # the user's: read in place
     if config["data"]["source"] == "processed":
         return f"{DATA}/processed/published_split.json"
     return []
@@ -241,7 +244,7 @@ def images_arg(name, kind):
 
     def arg(wildcards, input):
         made = getattr(input, name) if name in input.keys() else []
-        return made or USER_IMAGES[kind]
+        return shlex.quote(made or USER_IMAGES[kind])
 
     return arg
 

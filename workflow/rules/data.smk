@@ -1,15 +1,6 @@
 # Data stage: source -> lesions.csv -> crops + crop index -> split.json + crops.csv.
 
 
-# Downloads run where Snakemake itself runs: cluster compute nodes often have no internet access,
-# and the download slot locks then live on one host.
-localrules:
-    tcia_metadata,
-    tcia_series,
-    tcia_batch,
-    fetch_published,
-
-
 rule phantom:
     output:
         **case_csv_paths("results/phantom/metadata"),
@@ -36,6 +27,10 @@ rule tcia_metadata:
         "results/logs/data/tcia_metadata.log",
     benchmark:
         "results/benchmarks/data/tcia_metadata.tsv"
+    # Downloads run where Snakemake runs: cluster compute nodes often have no internet access,
+    # and the download slot locks then live on one host. The directive, not localrules: it
+    # follows the rule into a module under another name (use rule * from ... as x_*).
+    localrule: True
     conda:
         "../envs/data.yaml"
     params:
@@ -56,6 +51,8 @@ checkpoint tcia_series:
         "results/logs/data/tcia_series.log",
     benchmark:
         "results/benchmarks/data/tcia_series.tsv"
+    # A download: runs where Snakemake runs (see tcia_metadata).
+    localrule: True
     conda:
         "../envs/data.yaml"
     params:
@@ -81,6 +78,8 @@ rule tcia_batch:
         "results/logs/data/tcia_batch/{batch}.log",
     benchmark:
         "results/benchmarks/data/tcia_batch/{batch}.tsv"
+    # A download: runs where Snakemake runs (see tcia_metadata).
+    localrule: True
     conda:
         "../envs/data.yaml"
     # Not a param: a politeness setting must not rerun finished downloads (and all downstream).
@@ -165,6 +164,8 @@ rule fetch_published:
         "results/logs/data/fetch_published.log",
     benchmark:
         "results/benchmarks/data/fetch_published.tsv"
+    # A download: runs where Snakemake runs (see tcia_metadata).
+    localrule: True
     conda:
         "../envs/data.yaml"
     params:

@@ -9,4 +9,5 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mammodp.cli import main  # noqa: E402
 
-sys.exit(main())
+if __name__ == "__main__":  # not in the workers a spawn or forkserver process pool starts
+    sys.exit(main())
