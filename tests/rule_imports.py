@@ -13,7 +13,6 @@ from importlib import metadata
 from pathlib import Path
 
 import yaml
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,16 +148,15 @@ def distributions(top_level: set[str]) -> set[str]:
     return {table[t] for t in top_level}
 
 
-def _requires(dist: str) -> set[str]:
-    try:
-        reqs = metadata.requires(dist) or []
-    except metadata.PackageNotFoundError:
-        return set()
-    out = set()
-    for r in map(Requirement, reqs):
-        if r.marker is None or r.marker.evaluate({"extra": ""}):
-            out.add(canonicalize_name(r.name))
-    return out
+@cache
+def pin_envs():
+    """envs/pin_envs.py, the tool that pins the environment files (one requirement closure)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pin_envs", REPO / "envs" / "pin_envs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def env_pins(env_file: Path) -> set[str]:
@@ -169,13 +167,7 @@ def env_pins(env_file: Path) -> set[str]:
 
 def env_provides(pins: set[str]) -> set[str]:
     """The pins and everything pip installs for them."""
-    seen, todo = set(), list(pins)
-    while todo:
-        dist = todo.pop()
-        if dist not in seen:
-            seen.add(dist)
-            todo += sorted(_requires(dist))
-    return seen
+    return set(pins) | pin_envs().closure(set(pins))
 
 
 def missing_from_env(sub: str, pins: set[str]) -> set[str]:

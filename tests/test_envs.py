@@ -74,19 +74,10 @@ def test_the_static_analysis_sees_imports_inside_functions():
     assert "frd_score" in rule_imports.command_imports("frd")
 
 
-def _pin_envs():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("pin_envs", REPO / "envs" / "pin_envs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_env_files_pin_every_requirement_of_their_packages():
     """Indirect dependencies too, at the lock's versions (envs/pin_envs.py writes them); a file
     missing one, or pinning another version, is out of date."""
-    pin_envs = _pin_envs()
+    pin_envs = rule_imports.pin_envs()
     pins = pin_envs.lock_pins()
     for env in sorted((REPO / "workflow" / "envs").glob("*.yaml")):
         text = env.read_text()
