@@ -51,8 +51,10 @@ def resolve_device(device: str) -> str:
 
 def _pairs(pairs: list[str], keys, option: str) -> dict[str, str]:
     """``key=path`` arguments, each of ``keys`` exactly once."""
-    out = dict(p.partition("=")[::2] for p in pairs)
-    if sorted(out) != sorted(keys) or not all(out.values()):
+    from .fileio import Outputs
+
+    out = Outputs.parse(pairs, option).paths
+    if sorted(out) != sorted(keys):
         raise UserError(f"{option}: give key=path for each of {', '.join(keys)}")
     return out
 

@@ -107,12 +107,12 @@ class Outputs:
         self.folder, self.paths = folder, paths
 
     @classmethod
-    def parse(cls, pairs: list[str]) -> Outputs:
+    def parse(cls, pairs: list[str], option: str = "--outputs") -> Outputs:
         paths = {}
         for pair in pairs:
             name, sep, path = pair.partition("=")
             if not sep or not name or not path:
-                raise UserError(f"--outputs {pair}: expected name=path")
+                raise UserError(f"{option} {pair}: expected name=path")
             paths[name] = path
         return cls(paths=paths)
 
