@@ -28,6 +28,8 @@ def test_gpu_check_smoke_on_the_cpu(shared_data, tmp_path):
             "32",
             "--model",
             json.dumps(TINY),
+            "--gan-width",
+            "4",
             "--dp-epochs",
             "2",
             "--out",
@@ -36,4 +38,5 @@ def test_gpu_check_smoke_on_the_cpu(shared_data, tmp_path):
     )
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["n_train"] == 32 and saved["epsilon_final"] <= 6.0 and saved["device"]
-    assert out["full_images_per_s"] > 0 and out["feature_images_per_s"] > 0
+    assert out["full_images_per_s"] > 0 and out["gan_epoch_s"] > 0
+    assert out["feature_images_per_s_fp32"] > 0 and out["feature_images_per_s_bf16"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -186,7 +187,7 @@ def test_noise_multipliers_for_the_study_settings_reach_the_target_epsilon():
     from opacus.data_loader import DPDataLoader
 
     dataset = torch.utils.data.TensorDataset(torch.arange(1104))
-    _, q = classify._poisson_loader(dataset, 128, torch.Generator())
+    _, q = classify._poisson_loader(1104, 128, torch.Generator())
     loader = torch.utils.data.DataLoader(dataset, batch_size=128)
     assert q == DPDataLoader.from_data_loader(loader).sample_rate == 1 / 9
     for eps in (1, 6, 12, 20, 60):
@@ -212,8 +213,8 @@ def _batch_sizes(monkeypatch):
     sizes = []
     make = classify._poisson_loader
 
-    def recording(dataset, batch_size, gen):
-        loader, q = make(dataset, batch_size, gen)
+    def recording(n, batch_size, gen):
+        loader, q = make(n, batch_size, gen)
 
         class Recorder:
             def __len__(self):
@@ -221,7 +222,7 @@ def _batch_sizes(monkeypatch):
 
             def __iter__(self):
                 for batch in loader:
-                    sizes.append(len(batch[0]))
+                    sizes.append(len(batch))
                     yield batch
 
         return Recorder(), q
@@ -841,14 +842,14 @@ def test_patient_units_with_synthetic_rows_and_their_poisson_sampling():
     assert loader.n_units == 6 and len(loader) == 3  # int(1 / q) steps, as Opacus
     drawn = torch.zeros(6)
     for _ in range(2000):
-        for (rows,) in loader:
+        for rows in loader:
             ids, count = torch.unique(units[rows], return_counts=True)
             assert torch.equal(count, torch.bincount(units)[ids])  # whole units only
             drawn[ids] += 1
     share = drawn / (2000 * 3)
     assert torch.allclose(share, torch.full((6,), 0.3), atol=0.03)  # each unit with rate q
     tiny = classify._UnitPoissonLoader(units, 0.01, torch.Generator().manual_seed(0))
-    sizes = [len(rows) for (rows,) in tiny]
+    sizes = [len(rows) for rows in tiny]
     assert len(sizes) == 100 and sizes.count(0) > 80
 
 
@@ -886,3 +887,31 @@ def test_chains_link_only_to_checkpoints_that_hold_weights(tmp_path, tiny_manife
     b = str(tmp_path / "b" / "model.pt")
     *_, on_b = classify._initial_backbone(_job("c", init="backbone:b"), b, full)
     assert on_b["kind"] == "model" and on_b["path"] == full  # one link, to the weights
+
+
+def test_feature_files_flip_only_the_training_crops(tiny_manifest, tmp_path):
+    """The extraction rule's command computes all four flips for training crops and only the
+    unflipped view for evaluation crops (NaN elsewhere); a training set drawn from evaluation
+    features is refused, and the unflipped features are those of a full pass."""
+    import dataclasses
+
+    from mammodp import cli
+
+    folder = Path(tiny_manifest["path"][0]).parent
+    manifest = tiny_manifest.assign(path=[Path(p).name for p in tiny_manifest["path"]])
+    manifest.to_csv(tmp_path / "m.csv", index=False)
+    model = json.dumps(dataclasses.asdict(TINY))
+    argv = ["backbone-features", "--manifest", str(tmp_path / "m.csv"), "--images", str(folder)]
+    assert cli.main([*argv, "--model", model, "--out", str(tmp_path / "f.pt")]) == 0
+    cache = classify.load_feature_cache([tmp_path / "f.pt"])
+    train = tiny_manifest[tiny_manifest["split"] == "train"]["path"].tolist()
+    evaluation = tiny_manifest[tiny_manifest["split"] != "train"]["path"].tolist()
+    flips = classify._features_for(cache, train, "training")
+    assert flips.shape[1] == 4 and flips.isfinite().all()
+    unflipped = classify._features_for(cache, evaluation, "evaluation")
+    assert unflipped[:, 0].isfinite().all() and unflipped[:, 1:].isnan().all()
+    with pytest.raises(UserError, match="without their flips"):
+        classify._features_for(cache, evaluation, "training")
+    images = models.load_images(evaluation, TINY.input_size)
+    full = models.backbone_features(models.create_backbone(TINY), images, ("none",))
+    assert torch.allclose(unflipped[:, 0], full[:, 0], atol=1e-5)

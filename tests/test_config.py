@@ -13,7 +13,14 @@ from .conftest import REPO, demo_config
 
 
 @pytest.mark.parametrize(
-    "name", ["config.yaml", "paper.yaml", "paper-published.yaml", "processed.yaml"]
+    "name",
+    [
+        "config.yaml",
+        "paper.yaml",
+        "paper-published.yaml",
+        "paper-published-cpu.yaml",
+        "processed.yaml",
+    ],
 )
 def test_shipped_configs_are_valid(name):
     validate_config(yaml.safe_load((REPO / "config" / name).read_text()), name)
@@ -190,7 +197,14 @@ def test_backbone_init(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["config.yaml", "paper.yaml", "paper-published.yaml", "processed.yaml"]
+    "name",
+    [
+        "config.yaml",
+        "paper.yaml",
+        "paper-published.yaml",
+        "paper-published-cpu.yaml",
+        "processed.yaml",
+    ],
 )
 def test_dry_run_of_every_config_needs_only_snakemakes_dependencies(repo, tmp_path, name):
     """`snakemake -n` parses the workflow and evaluates every input function of the DAG
@@ -206,6 +220,55 @@ def test_dry_run_of_every_config_needs_only_snakemakes_dependencies(repo, tmp_pa
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "ImportError" not in r.stdout + r.stderr
+
+
+def test_the_laptop_config_is_the_frozen_imagenet_part_of_the_paper_config(repo, tmp_path):
+    """config/paper-published-cpu.yaml: the 18 experiments of paper-published.yaml whose frozen
+    backbone is the ImageNet one, x 3 seeds, to the tables, with no GPU rule and no full
+    fine-tuning; otherwise the paper config's settings (model, epochs, DP, data)."""
+    import shutil
+    import subprocess
+    import sys
+
+    cpu = yaml.safe_load((repo / "config" / "paper-published-cpu.yaml").read_text())
+    paper = yaml.safe_load((repo / "config" / "paper-published.yaml").read_text())
+    exps = load_experiments(repo / "config" / "experiments.tsv")
+    chosen = [exps[e] for e in cpu["experiments"]["select"]]
+    frozen_imagenet = {
+        name
+        for name in select_experiments(exps, "paper")
+        if exps[name].trained == "head"
+        and all(exps[s].trained == "head" for s in _chain(exps, exps[name]))
+    }
+    assert {e.experiment for e in chosen} == frozen_imagenet and len(chosen) == 18
+    for key in ("model", "dp"):
+        assert cpu["classifier"][key] == paper["classifier"][key]
+    differs = {
+        k
+        for k in paper["classifier"]["train"]
+        if cpu["classifier"]["train"][k] != paper["classifier"]["train"][k]
+    }
+    assert differs == {"feature_batch_size", "feature_precision"}
+    assert cpu["data"] == {**paper["data"], "threads": 2} and cpu["seeds"] == paper["seeds"]
+    shutil.copytree(repo / "config", tmp_path / "config")
+    cmd = [sys.executable, str(repo / "tests" / "snakemake_only.py"), "-s"]
+    cmd += [str(repo / "workflow" / "Snakefile"), "-d", str(tmp_path), "-n", "--cores", "2"]
+    cmd += ["--configfile", "config/paper-published-cpu.yaml", "--quiet", "rules"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    counts = dict(
+        (line.split()[0], int(line.split()[1]))
+        for line in r.stdout.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    )
+    assert counts["classify"] == 54 and counts["tables"] == 1, counts
+    assert counts["backbone_features"] == 2 and "train_mcgan" not in counts  # pretrained only
+
+
+def _chain(exps, exp):
+    while exp.source:
+        exp = exps[exp.source]
+        yield exp.experiment
 
 
 def test_parsing_the_workflow_needs_only_snakemakes_dependencies(repo):

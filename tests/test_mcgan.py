@@ -155,7 +155,9 @@ def test_sampling_checkpoint_is_kept(tmp_path):
     from mammodp.errors import UserError
 
     images, labels = _tiny_data()
-    spec = mcgan.GanSpec(epochs=4, width=4, checkpoint_every=2, sample_epoch=2, seed=1)
+    spec = mcgan.GanSpec(
+        epochs=4, width=4, checkpoint_every=2, sample_epoch=2, stop_at_sample_epoch=False, seed=1
+    )
     mcgan.train(images, labels, spec, tmp_path / "m")
     early = torch.load(tmp_path / "m" / "generator_epoch00002.pt", weights_only=True)
     assert early["epochs_trained"] == 2
@@ -165,6 +167,38 @@ def test_sampling_checkpoint_is_kept(tmp_path):
     bad = mcgan.GanSpec(epochs=4, width=4, checkpoint_every=2, sample_epoch=3, seed=1)
     with pytest.raises(UserError, match="sample_epoch = 3 is not a checkpoint epoch"):
         mcgan.train(images, labels, bad, tmp_path / "n")
+    assert not (tmp_path / "n").exists() and not (tmp_path / ".n.state").exists()
+
+
+@pytest.mark.parametrize("private", [False, True])
+def test_stopping_at_the_sample_epoch_changes_nothing_sampled(tmp_path, private):
+    """Training stops at sample_epoch by default: the sampled checkpoint is bit-identical with
+    the full run's (under DP too: the same noise, set for the planned epochs)."""
+    images, labels = _tiny_data(16)
+    dp = mcgan.GanDPSpec(enabled=private, epsilon=10.0, delta=1e-5)
+    base = dict(epochs=6, width=4, checkpoint_every=2, sample_epoch=4, seed=1)
+    for name, stop in (("full", False), ("stop", True)):
+        spec = mcgan.GanSpec(**base, stop_at_sample_epoch=stop)
+        mcgan.train(images, labels, spec, tmp_path / name, dp=dp)
+    full, stop = (torch.load(tmp_path / n / "generator_epoch00004.pt") for n in ("full", "stop"))
+    assert full["epochs_trained"] == stop["epochs_trained"] == 4
+    assert full["generator"].keys() == stop["generator"].keys()
+    for key, value in full["generator"].items():
+        assert torch.equal(value, stop["generator"][key]), key
+    assert len(pd.read_csv(tmp_path / "full" / "losses.csv")) == 6
+    assert len(pd.read_csv(tmp_path / "stop" / "losses.csv")) == 4
+    last = torch.load(tmp_path / "stop" / "generator.pt")  # the last epoch trained: the sampled
+    assert last["epochs_trained"] == 4
+    assert torch.equal(last["generator"]["net.0.weight"], stop["generator"]["net.0.weight"])
+    if private:
+        import json
+
+        p_full, p_stop = (
+            json.loads((tmp_path / n / "privacy.json").read_text()) for n in ("full", "stop")
+        )
+        assert p_full["noise_multiplier"] == p_stop["noise_multiplier"]
+        assert p_stop["epochs_trained"] == 4 and p_stop["planned_epochs"] == 6
+        assert p_stop["epsilon_final"] < p_full["epsilon_final"] <= 10.0
 
 
 def test_dp_mcgan_reports_its_privacy(tmp_path):

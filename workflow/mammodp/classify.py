@@ -44,7 +44,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from . import models, privacy_notes
 from .bookkeeping import BookKeepingDP
@@ -65,6 +64,7 @@ class TrainSpec:
     weight_decay: float = 1e-8
     label_smoothing: float = 0.1
     feature_batch_size: int = 64
+    feature_precision: str = "fp32"  # frozen-backbone features: fp32 | bf16 (autocast)
     checkpoint_every: int = 10
     faithful: bool = False
     bootstrap: int = 1000
@@ -163,7 +163,13 @@ def _features_for(table: dict[str, torch.Tensor], paths, what: str) -> torch.Ten
             f"{len(missing)} {what} image(s) have no cached features, e.g. {missing[:2]}; "
             "rebuild results/features (the crops changed since they were computed)."
         )
-    return torch.stack([table[k] for k in keys]) if len(keys) else torch.empty(0)
+    feats = torch.stack([table[k] for k in keys]) if len(keys) else torch.empty(0)
+    if what == "training" and feats.isnan().any():
+        raise UserError(
+            f"{what} images have cached features without their flips (computed as evaluation "
+            "images: a manifest split other than train); rebuild results/features."
+        )
+    return feats
 
 
 # ----------------------------------------------------------------------------- selection
@@ -433,11 +439,46 @@ def noise_multiplier(job: Job, sample_rate: float) -> float:
     )
 
 
-def _poisson_loader(dataset, batch_size: int, gen: torch.Generator):
-    from opacus.data_loader import DPDataLoader
+class _ShuffledBatches:
+    """Non-DP batches: each epoch a fresh permutation of the rows from ``gen``, cut into batches
+    of ``batch_size`` (the last smaller): what a shuffling DataLoader yields, without its per-row
+    fetch and collation (a third of a head epoch)."""
 
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=gen)
-    return DPDataLoader.from_data_loader(loader, generator=gen), 1 / len(loader)
+    def __init__(self, n: int, batch_size: int, gen: torch.Generator):
+        self.n, self.batch_size, self.gen = n, batch_size, gen
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def __iter__(self):
+        yield from torch.randperm(self.n, generator=self.gen).split(self.batch_size)
+
+
+class _PoissonBatches:
+    """DP batches: Opacus' Poisson sampler (each row drawn with probability ``sample_rate``,
+    ``1 / sample_rate`` steps an epoch), as row indices; the sampler DPDataLoader uses, without
+    the DataLoader around it."""
+
+    def __init__(self, n: int, sample_rate: float, gen: torch.Generator):
+        from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+        self.sampler = UniformWithReplacementSampler(
+            num_samples=n, sample_rate=sample_rate, generator=gen
+        )
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for rows in self.sampler:
+            yield torch.tensor(rows, dtype=torch.long)
+
+
+def _poisson_loader(n: int, batch_size: int, gen: torch.Generator):
+    """Poisson batches at Opacus' sample rate for a DataLoader of ``batch_size``: 1 / ⌈N/B⌉
+    (``DPDataLoader.from_data_loader``)."""
+    sample_rate = 1 / math.ceil(n / batch_size)
+    return _PoissonBatches(n, sample_rate, gen), sample_rate
 
 
 class _UnitPoissonLoader:
@@ -463,7 +504,7 @@ class _UnitPoissonLoader:
     def __iter__(self):
         for units in self.sampler:
             rows = [self.rows[u] for u in units]
-            yield (torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long),)
+            yield torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long)
 
 
 def row_units(train: pd.DataFrame, unit: str) -> torch.Tensor | None:
@@ -506,19 +547,18 @@ def train_head(
     optimizer = torch.optim.AdamW(head.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
     sum_loss = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing, reduction="sum")
-    dataset = TensorDataset(torch.arange(len(y)))
     module, bk, engine = head, None, None
     if tr.dp:
         from opacus.accountants import create_accountant
 
-        loader, tr.sample_rate = _poisson_loader(dataset, t.batch_size, tr.gen)
+        loader, tr.sample_rate = _poisson_loader(len(y), t.batch_size, tr.gen)
         if job.dp.unit == "patient":
             if units is None or job.dp.clipping != "bookkeeping":
                 raise UserError("dp.unit: patient needs clipping: bookkeeping and unit ids")
             loader = _UnitPoissonLoader(units, tr.sample_rate, tr.gen)
             tr.n_units = loader.n_units
         tr.noise_multiplier = noise_multiplier(job, tr.sample_rate)
-        expected = int(len(dataset) * tr.sample_rate)  # as Opacus: the "mean" denominator
+        expected = int(len(y) * tr.sample_rate)  # as Opacus: the "mean" denominator
         tr.expected_batch_size = expected
         if job.dp.clipping == "bookkeeping":
             tr.accountant = create_accountant(job.dp.accountant)
@@ -527,7 +567,7 @@ def train_head(
             engine, module, optimizer = _opacus_head(job, head, optimizer, tr, expected)
             tr.accountant = engine.accountant
     else:
-        loader = DataLoader(dataset, batch_size=t.batch_size, shuffle=True, generator=tr.gen)
+        loader = _ShuffledBatches(len(y), t.batch_size, tr.gen)
     if backbone is not None:
         if tr.dp and any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()
@@ -553,7 +593,7 @@ def train_head(
         tick = time.perf_counter()
         module.train()
         total, count = 0.0, 0
-        for (idx,) in loader:
+        for idx in loader:
             optimizer.zero_grad()
             if len(idx) == 0:  # Poisson sampling can draw an empty batch: noise only
                 if bk is not None:
@@ -760,7 +800,9 @@ def run(
             if cached:
                 return _features_for(cache, list(paths), "evaluation")[:, 0]
             imgs = models.load_images(paths, size) if imgs is None else imgs
-            return models.backbone_features(backbone, imgs, ("none",), fb, job.device)[:, 0]
+            return models.backbone_features(
+                backbone, imgs, ("none",), fb, job.device, job.train.feature_precision
+            )[:, 0]
 
         # The resume key fingerprints the data as read: the cached features, or the images the
         # features are computed from here (on a GPU those need not be bitwise reproducible).
@@ -781,7 +823,11 @@ def run(
                 train_imgs
                 if job.train.faithful
                 else models.backbone_features(
-                    backbone, train_imgs, batch_size=fb, device=job.device
+                    backbone,
+                    train_imgs,
+                    batch_size=fb,
+                    device=job.device,
+                    precision=job.train.feature_precision,
                 )
             )
             val_x = embed(val["path"], val_imgs)

@@ -320,27 +320,41 @@ def cmd_backbone_features(a):
 
     from . import classify, models
     from .fileio import atomic_path, read_manifest
+    from .progress import track
 
     _threads(a.threads)
     device = resolve_device(a.device)
     images = read_manifest(a.manifest, a.images, required=["path"])
     paths = sorted(set(images["path"]))
+    # Flips only where a head trains (real training crops, synthetic crops): evaluation uses
+    # the unflipped view, and its other variants are NaN (refused as training inputs).
+    trained = images if "split" not in images else images[images["split"] == "train"]
+    flipped = set(trained["path"])
     spec = models.ModelSpec.from_dict(json.loads(a.model))
     backbone = (
         models.load_backbone(a.source_model) if a.source_model else models.create_backbone(spec)
     )
-    size = spec.input_size
-    from .progress import track
-
+    run = {"batch_size": a.batch_size, "device": device, "precision": a.precision}
     feats = []
     chunks = range(0, len(paths), 512)  # bounded memory: images are loaded in chunks
     for start in track(chunks, len(chunks), "features", "chunks of 512 images", log):
-        x = models.load_images(paths[start : start + 512], size)
-        feats.append(models.backbone_features(backbone, x, batch_size=a.batch_size, device=device))
+        chunk = paths[start : start + 512]
+        x = models.load_images(chunk, spec.input_size)
+        out = models.backbone_features(backbone, x, ("none",), **run).expand(-1, 4, -1).clone()
+        out[:, 1:] = float("nan")
+        rows = torch.tensor([p in flipped for p in chunk])
+        if rows.any():
+            out[rows, 1:] = models.backbone_features(backbone, x[rows], models.FLIPS[1:], **run)
+        feats.append(out)
     blob = classify.feature_file(paths, torch.cat(feats))
     with atomic_path(a.out) as tmp:
         torch.save(blob, tmp)
-    log.info("%d images x %d flips x %d features", *blob["features"].shape)
+    log.info(
+        "%d images (%d with flips) x %d variants x %d features",
+        len(paths),
+        len(flipped),
+        *blob["features"].shape[1:],
+    )
 
 
 def cmd_classify(a):
@@ -651,6 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="JSON: classifier.model")
     s.add_argument("--source-model", help="take the backbone from this checkpoint instead")
     s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast")
     s.add_argument("--device", default="cpu")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", required=True)

@@ -63,6 +63,9 @@ class GanSpec:
     real_label_high: float = 1.2
     checkpoint_every: int = 100
     sample_epoch: int | None = None  # which checkpoint samples are drawn from (None: the last)
+    # Epochs after sample_epoch cannot change that checkpoint: stop there (False: train all
+    # ``epochs`` for the whole loss curve, as the original did).
+    stop_at_sample_epoch: bool = True
     seed: int = 0
     input_range: str = "study"  # study: real crops in [0, 1] | symmetric: [-1, 1] (as tanh)
     init: str = "study"  # study: Conv and BatchNorm weights only | all: every layer N(0, 0.02)
@@ -72,6 +75,24 @@ class GanSpec:
     def __post_init__(self):
         for key, allowed in OPTIONS.items():
             check_choice(f"synthesis.mcgan.{key}", getattr(self, key), allowed)
+
+    @property
+    def last_epoch(self) -> int:
+        """The last epoch trained: ``sample_epoch`` when training stops there, else ``epochs``
+        (which, under DP, still sets the noise: the same σ either way)."""
+        if self.stop_at_sample_epoch and self.sample_epoch is not None:
+            return min(self.sample_epoch, self.epochs)
+        return self.epochs
+
+    def check_sample_epoch(self) -> None:
+        e = self.sample_epoch
+        if e is not None and not (
+            e <= self.epochs and (e % self.checkpoint_every == 0 or e == self.epochs)
+        ):
+            raise UserError(
+                f"synthesis.mcgan.sample_epoch = {e} is not a checkpoint epoch "
+                f"(every {self.checkpoint_every} up to {self.epochs})"
+            )
 
 
 OPTIONS = {
@@ -269,9 +290,11 @@ def train(
     dp: GanDPSpec | None = None,
     stop_after: int | None = None,
 ) -> dict:
-    """Train and write ``generator.pt`` (last epoch), ``generator_epoch<k>.pt`` (the sampling
-    checkpoint, when set), ``losses.csv``, ``losses.png``, ``samples/epoch<k>.png`` and, under
-    DP, ``privacy.json`` into ``out_dir`` (atomically, as one directory).
+    """Train and write ``generator.pt`` (last epoch trained), ``generator_epoch<k>.pt`` (the
+    sampling checkpoint, when set), ``losses.csv``, ``losses.png``, ``samples/epoch<k>.png`` and,
+    under DP, ``privacy.json`` into ``out_dir`` (atomically, as one directory). Training ends at
+    ``spec.last_epoch``: the sampling checkpoint when ``stop_at_sample_epoch`` (the same weights
+    as a full run's, which the later epochs do not touch).
 
     Every ``checkpoint_every`` epochs the full training state (both networks, optimisers, RNGs
     including the DP noise generator and, on CUDA, the CUDA RNGs, the DP accountant) is saved
@@ -280,6 +303,8 @@ def train(
     fingerprint of ``images`` and ``labels``), and is deleted once the outputs are written.
     ``stop_after`` simulates such a kill."""
     dp = dp or GanDPSpec()
+    spec.check_sample_epoch()  # before hours of training, not after
+    last = spec.last_epoch
     out_dir = Path(out_dir)
     state_dir = _state_dir(out_dir)
     torch.set_num_threads(threads)
@@ -338,8 +363,8 @@ def train(
         shutil.rmtree(state_dir)
     (state_dir / "samples").mkdir(parents=True, exist_ok=True)
     nets = _Nets(g, d_train, opt_g, opt_d, engine is not None)
-    clock, write_due = EpochClock(start, spec.epochs), Every(2.0)
-    for epoch in range(start, spec.epochs + 1):
+    clock, write_due = EpochClock(start, last), Every(2.0)
+    for epoch in range(start, last + 1):
         d_losses, g_losses = [], []
         for real, y in loader:
             batch = _dp_batch if nets.private else _batch
@@ -361,7 +386,7 @@ def train(
         log.info(clock.line(epoch, {k: v for k, v in row.items() if k != "epoch"}))
         if write_due(time.perf_counter()):  # progress as it goes; the output's copy is below
             write_csv(state_dir / "losses.csv", pd.DataFrame(history))
-        if epoch % spec.checkpoint_every == 0 or epoch == spec.epochs:
+        if epoch % spec.checkpoint_every == 0 or epoch == last:
             grid = sample_grid(g, spec, 8, seed=spec.seed)
             cv2.imwrite(str(state_dir / "samples" / f"epoch{epoch:05d}.png"), grid)
             if epoch == spec.sample_epoch:
@@ -388,17 +413,9 @@ def train(
             log.info("epoch %d: training state saved", epoch)
             if stop_after is not None and epoch >= stop_after:
                 raise KeyboardInterrupt(f"stopped after epoch {epoch} (simulated kill)")
-    if (
-        spec.sample_epoch is not None
-        and not (state_dir / f"generator_epoch{spec.sample_epoch:05d}.pt").exists()
-    ):
-        raise UserError(
-            f"synthesis.mcgan.sample_epoch = {spec.sample_epoch} is not a checkpoint epoch "
-            f"(every {spec.checkpoint_every} up to {spec.epochs})"
-        )
     with atomic_dir(out_dir) as tmp:
         shutil.copytree(state_dir / "samples", tmp / "samples")
-        _save_generator(g, spec, spec.epochs, tmp / "generator.pt")
+        _save_generator(g, spec, last, tmp / "generator.pt")
         if spec.sample_epoch is not None:
             name = f"generator_epoch{spec.sample_epoch:05d}.pt"
             shutil.copy(state_dir / name, tmp / name)
@@ -408,7 +425,7 @@ def train(
 
         gan_losses(tmp / "losses.csv", tmp / "losses.png")
         if engine is not None:
-            privacy = _gan_privacy(engine, opt_d, loader, dp, history, n, spec.batch_size)
+            privacy = _gan_privacy(engine, opt_d, loader, dp, history, n, spec)
             write_json(tmp / "privacy.json", privacy)
     # The outputs are complete: the resume state has served its purpose.
     shutil.rmtree(state_dir, ignore_errors=True)
@@ -546,8 +563,9 @@ def _make_private_d(d, opt_d, loader, spec: GanSpec, dp: GanDPSpec, noise: torch
     return engine, d_private, opt_d, loader
 
 
-def _gan_privacy(engine, opt_d, loader, dp: GanDPSpec, history, n_train, fake_batch) -> dict:
+def _gan_privacy(engine, opt_d, loader, dp: GanDPSpec, history, n_train, spec) -> dict:
     steps = sum(s for _, _, s in engine.accountant.history)
+    fake_batch = spec.batch_size
     return {
         "dp": True,
         "library": "opacus",
@@ -572,6 +590,9 @@ def _gan_privacy(engine, opt_d, loader, dp: GanDPSpec, history, n_train, fake_ba
         "unit_of_privacy": "crop",
         "n_units": n_train,
         "steps": int(steps),
+        # sigma is set for the planned epochs; a run that stops at sample_epoch spends less.
+        "planned_epochs": spec.epochs,
+        "epochs_trained": len(history),
         "delta": dp.delta,
         "target_epsilon": dp.epsilon,
         "epsilon_final": history[-1]["epsilon"],

@@ -21,11 +21,13 @@ rule backbone_features:
         images=lambda wc, input: images_arg("images", wc.imageset)(wc, input),
         source=lambda wc, input: optional_flag(input, "source_model", "--source-model"),
         batch_size=config["classifier"]["train"]["feature_batch_size"],
+        precision=config["classifier"]["train"]["feature_precision"],
         device=config["device"],
     shell:
         '"$MAMMODP_PYTHON" "$MAMMODP" backbone-features --manifest {input.manifest}'
         " --images {params.images} --model {params.model:q}"
-        " {params.source} --batch-size {params.batch_size} --device {params.device}"
+        " {params.source} --batch-size {params.batch_size} --precision {params.precision}"
+        " --device {params.device}"
         " --threads {threads} --out {output} > {log} 2>&1"
 
 
