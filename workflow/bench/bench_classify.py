@@ -8,7 +8,10 @@
    per-sample path per epoch at N = 1104;
 3. two head runs at once on two cores vs one alone (each process sized like a rule's job,
    ``--threads 1`` through the launcher's thread settings): oversubscription shows as a
-   slowdown above 1.
+   slowdown above 1;
+4. the DP noise draw of one step (N(0, 1) for each of the head's 296k parameters) by torch's
+   CPU generator, the one Opacus' DPOptimizer uses, against numpy's bit generators: the fastest
+   correct draw, and what it costs against a non-DP step.
 
     python workflow/bench/bench_classify.py [--threads 1] [--epochs 300]
 """
@@ -16,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -67,6 +71,33 @@ def dp_over_nodp(n: int, epochs: int, repeats: int) -> dict:
         runs["dp"].append(head_run(_job(6.0, epochs), n))
     med = {k: statistics.median(v) for k, v in runs.items()}
     return {"nodp_s": med["nodp"], "dp_s": med["dp"], "ratio": med["dp"] / med["nodp"]}
+
+
+def noise_draw_ms(repeats: int = 300) -> dict:
+    """Milliseconds per step to draw the noise of the study's head (768 -> 384 -> 2) with each
+    generator: torch ``normal_`` per parameter (book-keeping's and Opacus' draw) and numpy's
+    ``standard_normal`` (float32, into a preallocated buffer) for each bit generator."""
+    import numpy as np
+
+    head = models.make_head("mlp", F)
+    buffers = [torch.empty_like(p) for p in head.parameters()]
+    gen = torch.Generator().manual_seed(0)
+
+    def per_step(draw) -> float:
+        draw()
+        t = time.perf_counter()
+        for _ in range(repeats):
+            draw()
+        return (time.perf_counter() - t) / repeats * 1e3
+
+    out = {"torch": per_step(lambda: [b.normal_(0.0, 1.0, generator=gen) for b in buffers])}
+    flat = np.empty(sum(b.numel() for b in buffers), dtype=np.float32)
+    for bits in (np.random.PCG64, np.random.SFC64, np.random.Philox, np.random.MT19937):
+        rng = np.random.Generator(bits(0))
+        out[f"numpy_{bits.__name__}"] = per_step(
+            lambda rng=rng: rng.standard_normal(out=flat, dtype=np.float32)
+        )
+    return out
 
 
 def concurrent_slowdown(n: int, epochs: int) -> float:
@@ -123,6 +154,12 @@ def main(argv=None) -> dict:
     per_step_epoch = per_image_backbone * 1104 + epoch["nodp"]
     out["cached_speedup"] = per_step_epoch / epoch["nodp"]
     out["two_heads_slowdown"] = concurrent_slowdown(1104, min(a.epochs, 100))
+    draws = noise_draw_ms()
+    out["noise_ms_torch"] = draws["torch"]
+    out["noise_fastest"] = min(draws, key=draws.get)
+    out["noise_ms_numpy_best"] = min(v for k, v in draws.items() if k != "torch")
+    steps = a.epochs * math.ceil(4104 / 128)
+    out["nodp_step_ms_4104"] = out["nodp_run_s_4104"] / steps * 1e3
 
     print(f"head 768->384->2, batch 128, {a.threads} thread(s), whole runs of {a.epochs} epochs")
     for n in (1104, 4104):
@@ -133,6 +170,11 @@ def main(argv=None) -> dict:
     print(f"  Opacus per-sample path, per epoch at N=1104: {out['dp_opacus_over_nodp']:.1f}x")
     print(f"  cached features vs original loop: {out['cached_speedup']:.0f}x faster per epoch")
     print(f"  two DP head runs at once vs one alone: {out['two_heads_slowdown']:.2f}x")
+    print(
+        f"  noise draw per step: torch {out['noise_ms_torch']:.2f} ms, numpy's best"
+        f" {out['noise_ms_numpy_best']:.2f} ms (fastest: {out['noise_fastest']}); a non-DP step"
+        f" at N=4104 {out['nodp_step_ms_4104']:.2f} ms"
+    )
     return out
 
 

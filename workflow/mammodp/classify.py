@@ -544,7 +544,11 @@ def train_head(
     if job.dp.unit == "patient" and units is not None:
         fingerprint = models.data_fingerprint(units, source_sha256=fingerprint)
     tr = _Trainer(job, state_dir, head, len(y), fingerprint, history_path)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    # Fused AdamW: the same update in one kernel (0.18 vs 0.53 ms a step for the study's head on
+    # one core, a tenth of a head step; differences at float rounding, ~4e-9).
+    optimizer = torch.optim.AdamW(
+        head.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True
+    )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
     sum_loss = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing, reduction="sum")
     module, bk, engine = head, None, None
