@@ -11,17 +11,16 @@ from mammodp.config import ConfigError, load_experiments, select_experiments, va
 
 from .conftest import REPO, demo_config
 
+SHIPPED_CONFIGS = [
+    "config.yaml",
+    "paper.yaml",
+    "paper-published.yaml",
+    "paper-published-cpu.yaml",
+    "processed.yaml",
+]
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "config.yaml",
-        "paper.yaml",
-        "paper-published.yaml",
-        "paper-published-cpu.yaml",
-        "processed.yaml",
-    ],
-)
+
+@pytest.mark.parametrize("name", SHIPPED_CONFIGS)
 def test_shipped_configs_are_valid(name):
     validate_config(yaml.safe_load((REPO / "config" / name).read_text()), name)
 
@@ -196,16 +195,7 @@ def test_backbone_init(tmp_path):
             load_experiments(_table(tmp_path, [_row("x", init=bad)]))
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "config.yaml",
-        "paper.yaml",
-        "paper-published.yaml",
-        "paper-published-cpu.yaml",
-        "processed.yaml",
-    ],
-)
+@pytest.mark.parametrize("name", SHIPPED_CONFIGS)
 def test_dry_run_of_every_config_needs_only_snakemakes_dependencies(repo, tmp_path, name):
     """`snakemake -n` parses the workflow and evaluates every input function of the DAG
     (the TCIA checkpoint's too) with pandas, numpy, torch, OpenCV, ... unimportable."""
