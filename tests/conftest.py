@@ -76,6 +76,7 @@ def tiny_config(**overrides) -> dict:
     c["synthesis"]["mcgan"].update(epochs=1, width=4, checkpoint_every=1)
     c["classifier"]["model"]["overrides"].update(embed_dim=16, num_heads=[1, 2])
     c["classifier"]["train"].update(epochs=3, batch_size=16)
+    c["audit"].update(shadow_models=6, canaries=4)
     for key, value in overrides.items():
         node = c
         *parents, last = key.split(".")

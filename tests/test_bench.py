@@ -40,3 +40,9 @@ def test_gpu_check_smoke_on_the_cpu(shared_data, tmp_path):
     assert saved["n_train"] == 32 and saved["epsilon_final"] <= 6.0 and saved["device"]
     assert out["full_images_per_s"] > 0 and out["gan_epoch_s"] > 0
     assert out["feature_images_per_s_fp32"] > 0 and out["feature_images_per_s_bf16"] > 0
+
+
+def test_audit_bench_times_a_real_audit():
+    import bench_audit
+
+    assert bench_audit.audit_seconds(6.0, 60, 16, 2, 16, 5e-4, 6) > 0

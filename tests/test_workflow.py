@@ -192,6 +192,15 @@ def test_tiny_run_end_to_end_then_rerun_is_a_no_op(workdir, write_config):
     html = (res / "report.html").read_text()
     for text in ("main results", "privacy-utility", "software versions", "Osuala"):
         assert text in html, text
+    # The privacy audit: a row per experiment, the attacked ones with numbers.
+    audit = pd.read_csv(res / "tables" / "privacy_audit.csv").set_index("experiment")
+    assert list(audit.index) == list(main["experiment"])
+    attacked = ["real_frozen_nodp", "real_frozen_dp_eps6", "synpre_real_frozen_dp_eps6"]
+    assert (audit.loc[attacked, "status"] == "audited").all()
+    assert audit.loc["syn_full_nodp", "status"] == "not audited"
+    assert audit.loc[attacked, "shadow_auc_mean"].between(0, 1).all()
+    for text in ("privacy audit", "attack ROC", "memorisation audit"):
+        assert text in html, text
 
 
 @pytest.mark.workflow
@@ -282,6 +291,44 @@ def test_demo_config_end_to_end(workdir):
     assert main["cbis-ddsm_auroc_mean"].notna().all() and (main["seeds_finished"] == 2).all()
     best_non_dp_real = main[main["dp_epsilon"].isna() & main["experiment"].str.startswith("real_")]
     assert best_non_dp_real["cbis-ddsm_auroc_mean"].max() >= 0.8
+    _check_demo_audit(workdir)
+
+
+def _check_demo_audit(workdir):
+    """The demo's privacy audit (issue 16): canaries planted in the non-DP run's shadows are
+    found, every DP run's empirical epsilon stays at or below its accountant's, and at epsilon 1
+    (not a demo experiment: audited here on the demo's features) the canaries hide."""
+    import yaml
+
+    from mammodp import classify, config, mia, models
+    from mammodp.fileio import read_manifest
+
+    res = workdir / "results"
+    audit = pd.read_csv(res / "tables" / "privacy_audit.csv").set_index("experiment")
+    assert audit.loc["real_frozen_nodp", "canary_auc_mean"] >= 0.9
+    for path in (res / "audit" / "mia").glob("*/seed*/summary.json"):
+        s = json.loads(path.read_text())
+        if s["shadow_epsilon"] is not None:
+            assert s["empirical"]["epsilon_lower_bound"] <= s["shadow_epsilon"], path
+            assert s["empirical"]["epsilon_lower_bound"] <= s["accountant_epsilon"], path
+    memo = json.loads((res / "audit" / "memorisation" / "summary.json").read_text())
+    assert {"pixel", "features"} <= set(memo) and memo["n_synthetic"] > 0
+    cfg = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    c = cfg["classifier"]
+    job = classify.Job(
+        config.load_experiments(workdir / "config" / "experiments.tsv")["real_frozen_dp_eps1"],
+        42,
+        models.ModelSpec.from_dict(c["model"]),
+        classify.TrainSpec(**c["train"]),
+        classify.DPSpec(**{**c["dp"], "epsilon_window": tuple(c["dp"]["epsilon_window"])}),
+    )
+    keys = ("shadow_models", "canaries", "canary_kind", "confidence", "seed")
+    spec = mia.AuditSpec(**{k: cfg["audit"][k] for k in keys})
+    manifest = read_manifest(res / "data" / "crops.csv", res / "data" / "crops")
+    features = [res / "features" / "pretrained" / "real.pt"]
+    s, _ = mia.run_audit(job, spec, manifest, None, features, None)
+    assert abs(s["canary"]["auc"] - 0.5) < 0.15, s["canary"]
+    assert s["empirical"]["epsilon_lower_bound"] <= s["shadow_epsilon"] <= 1.05
 
 
 @pytest.mark.workflow
@@ -376,7 +423,8 @@ def test_until_and_omit_from_on_the_gpu_stage(workdir, write_config):
     cfg = write_config(tiny_config())
     until = _dry(workdir, cfg, "--until", "backbone_features")
     # Features of a fine-tuned backbone need that run: its classify job is an ancestor.
-    assert until["classify"] == 1 and until["backbone_features"] == 2  # pretrained, dbr15
+    # pretrained real, dbr15's real, and pretrained synthetic (the memorisation audit's features)
+    assert until["classify"] == 1 and until["backbone_features"] == 3
     assert "tables" not in until and "frd" not in until
     omit = _dry(workdir, cfg, "--omit-from", "classify")
     assert "classify" not in omit and "tables" not in omit and "figures" not in omit

@@ -179,6 +179,22 @@ def main(argv=None) -> None:
             "",
         )
     )
+    u = run_bench("bench_audit")
+    rows.append(
+        (
+            "privacy audit per experiment, demo size (8 shadows): non-DP / DP eps 6",
+            f"{u['demo_nodp_s']:.1f} / {u['demo_dp6_s']:.1f} s",
+            "",
+        )
+    )
+    rows.append(
+        (
+            "privacy audit, study size (dbr1, N = 1104, 300 epochs), 64 shadows",
+            f"{u['paper_dp6_64_shadows_min']:.0f} min "
+            f"({u['paper_dp6_s_per_shadow']:.1f} s a shadow)",
+            "",
+        )
+    )
     saved, planned = gan_epochs_saved()
     rows.append(
         (

@@ -358,23 +358,12 @@ def cmd_backbone_features(a):
 
 
 def cmd_classify(a):
-    from . import classify, models
+    from . import classify
     from .fileio import read_json, read_manifest
     from .split import MANIFEST_COLUMNS
 
-    spec = json.loads(a.job)
     _threads(a.threads)  # the job's {threads}: not part of what it computes
-    device = resolve_device(spec.get("device", "cpu"))
-    job = classify.Job(
-        experiment=classify.Experiment(**spec["experiment"]),
-        seed=int(spec["seed"]),
-        model=models.ModelSpec.from_dict(spec["model"]),
-        train=classify.TrainSpec(**spec["train"]),
-        dp=classify.DPSpec(**{**spec["dp"], "epsilon_window": tuple(spec["dp"]["epsilon_window"])}),
-        device=device,
-        threads=a.threads,
-        synthetic_generator_private=bool(spec.get("synthetic_generator_private", False)),
-    )
+    job = _job(a.job, a.threads)
     manifest = read_manifest(a.manifest, a.images, required=MANIFEST_COLUMNS)
     synthetic = None
     if a.synthetic:
@@ -393,6 +382,94 @@ def cmd_classify(a):
         source_privacy=read_json(a.source_privacy) if a.source_privacy else None,
     )
     log.info("test metrics: %s", json.dumps(metrics["test"]))
+
+
+def _job(text: str, threads: int):
+    """A classifier job from the rules' JSON (``job_json``)."""
+    from . import classify, models
+
+    spec = json.loads(text)
+    return classify.Job(
+        experiment=classify.Experiment(**spec["experiment"]),
+        seed=int(spec["seed"]),
+        model=models.ModelSpec.from_dict(spec["model"]),
+        train=classify.TrainSpec(**spec["train"]),
+        dp=classify.DPSpec(**{**spec["dp"], "epsilon_window": tuple(spec["dp"]["epsilon_window"])}),
+        device=resolve_device(spec.get("device", "cpu")),
+        threads=threads,
+        synthetic_generator_private=bool(spec.get("synthetic_generator_private", False)),
+    )
+
+
+def cmd_audit_mia(a):
+    from . import audit_report, mia
+    from .config import load_experiments
+    from .fileio import read_json, read_manifest
+    from .split import MANIFEST_COLUMNS
+
+    _threads(a.threads)
+    job = _job(a.job, a.threads)
+    spec = mia.AuditSpec(**json.loads(a.audit))
+    manifest = read_manifest(a.manifest, a.images, required=MANIFEST_COLUMNS)
+    synthetic = None
+    if a.synthetic:
+        synthetic = read_manifest(a.synthetic, a.synthetic_images, required=["path", "label"])
+    summary, scores = mia.run_audit(
+        job, spec, manifest, synthetic, a.features, a.run_model, a.source_model
+    )
+    out = _pairs(a.outputs, ["summary", "scores"], "--outputs")
+    audit_report.write_mia(
+        summary,
+        mia.scores_frame(scores),
+        job.experiment,
+        load_experiments(a.experiments_table),
+        mia.accountant_epsilon(read_json(a.privacy)),
+        out,
+    )
+    log.info(
+        "attack AUC %s, empirical epsilon >= %.3f",
+        summary["shadow"]["auc"],
+        summary["empirical"]["epsilon_lower_bound"],
+    )
+
+
+def cmd_audit_memorisation(a):
+    from . import audit_report, classify, memorisation
+    from .fileio import read_manifest
+    from .labels import GENERATOR_TITLE
+    from .split import MANIFEST_COLUMNS
+
+    manifest = read_manifest(a.manifest, a.images, required=MANIFEST_COLUMNS)
+    synthetic = read_manifest(a.synthetic, a.synthetic_images, required=["path", "label"])
+    features = classify.load_feature_cache(a.features) if a.features else None
+    result = memorisation.audit(manifest, synthetic, a.image_size, a.seed, a.quantile, features)
+    out = _pairs(a.outputs, ["summary", "distances", "png", "pdf"], "--outputs")
+    audit_report.write_memorisation(result, out)
+    title = GENERATOR_TITLE.get(a.generator, a.generator)
+    audit_report.memorisation_figure(result, a.pairs, (out["png"], out["pdf"]), title)
+    for space in memorisation.SPACES:
+        if space in result:
+            r = result[space]
+            log.info(
+                "%s: %.3f nearest is train, %d near-copies (%.1f expected)",
+                space,
+                r["share_nearest_is_train"],
+                r["near_copies"],
+                r["near_copies_expected"],
+            )
+
+
+def cmd_audit_report(a):
+    from . import audit_report
+    from .fileio import atomic_path, write_csv
+
+    out = _pairs(a.outputs, ["csv", "md", "roc_png", "roc_pdf", "eps_png", "eps_pdf"], "--outputs")
+    df = audit_report.audit_table(a.summaries, a.experiments_table, a.select, a.faithful)
+    write_csv(out["csv"], df)
+    with atomic_path(out["md"]) as tmp:
+        tmp.write_text(audit_report.audit_markdown(df))
+    audit_report.roc_figure(a.scores, a.experiments_table, (out["roc_png"], out["roc_pdf"]))
+    audit_report.epsilon_figure(df, (out["eps_png"], out["eps_pdf"]))
 
 
 def cmd_provenance(a):
@@ -658,6 +735,47 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--outputs", nargs=5, required=True, help="model=PATH metrics=PATH ...")
     s.add_argument("--threads", type=int, default=1, help="torch threads (the rule's {threads})")
     s.set_defaults(func=cmd_classify)
+
+    s = sub.add_parser("audit-mia", help="membership-inference audit (LiRA) of one run")
+    s.add_argument("--job", required=True, help="JSON: the run's job (as for classify)")
+    s.add_argument("--audit", required=True, help="JSON: shadow_models, canaries, ... (audit)")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--images", required=True, help="the crop folder the manifest describes")
+    s.add_argument("--synthetic")
+    s.add_argument("--synthetic-images", help="the synthetic manifest's folder")
+    s.add_argument("--features", nargs="+", required=True, help="the run's cached features")
+    s.add_argument("--run-model", required=True, help="the run's model.pt (the target)")
+    s.add_argument("--privacy", required=True, help="the run's privacy.json")
+    s.add_argument("--source-model", help="the source model a from: experiment starts from")
+    s.add_argument("--experiments-table", required=True)
+    s.add_argument("--outputs", nargs=2, required=True, help="summary=PATH scores=PATH")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_audit_mia)
+
+    s = sub.add_parser("audit-memorisation", help="memorisation audit of the synthetic crops")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--images", required=True)
+    s.add_argument("--synthetic", required=True)
+    s.add_argument("--synthetic-images", required=True)
+    s.add_argument("--features", nargs="*", default=[], help="cached features (feature space)")
+    s.add_argument("--image-size", type=int, default=64, help="pixel space: crops resized to")
+    s.add_argument("--quantile", type=float, default=0.01, help="near-copy threshold quantile")
+    s.add_argument("--pairs", type=int, default=8, help="closest pairs in the figure")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--generator", required=True, help="synthesis.generator (the figure's title)")
+    s.add_argument(
+        "--outputs", nargs=4, required=True, help="summary=PATH distances=PATH png=PATH pdf=PATH"
+    )
+    s.set_defaults(func=cmd_audit_memorisation)
+
+    s = sub.add_parser("audit-report", help="the privacy-audit table and figures")
+    s.add_argument("--summaries", nargs="*", default=[], help="audit summary.json per run")
+    s.add_argument("--scores", nargs="*", default=[], help="audit scores.csv per run")
+    s.add_argument("--experiments-table", required=True)
+    s.add_argument("--select", nargs="+", required=True)
+    s.add_argument("--faithful", action="store_true", help="train.faithful is set")
+    s.add_argument("--outputs", nargs=6, required=True, help="csv=PATH md=PATH roc_png=...")
+    s.set_defaults(func=cmd_audit_report)
 
     s = sub.add_parser("backbone-features", help="pooled backbone features per image and flip")
     s.add_argument("--manifest", required=True, help="a manifest CSV with a path column")

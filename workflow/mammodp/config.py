@@ -17,6 +17,27 @@ from jsonschema.exceptions import ValidationError, best_match
 from .errors import UserError
 
 # What a classifier run writes: classify.run's ``outputs`` keys and the rule's named outputs.
+# Why a run is not attacked with shadow heads (the privacy-audit table says which).
+NOT_AUDITED = {
+    "no_real": "trains on no real crop: its link to the real patients is the generator's "
+    "(the memorisation audit)",
+    "full": "trains its backbone too: each shadow model would be a full fine-tuning run",
+    "faithful": "train.faithful: no cached features to train shadow heads on",
+}
+
+
+def audit_exclusion(exp, faithful: bool) -> str | None:
+    """None when the membership audit attacks the run with shadow heads, else why not (a key
+    of ``NOT_AUDITED``)."""
+    if exp.trained != "head":
+        return "full"
+    if faithful:
+        return "faithful"
+    if "real" not in exp.train_data.split("+"):
+        return "no_real"
+    return None
+
+
 RUN_FILES = {
     "model": "model.pt",
     "metrics": "metrics.json",

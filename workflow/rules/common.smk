@@ -29,6 +29,7 @@ WORKFLOW_DIR, WORKFLOW_SOURCE = _workflow_dir()
 sys.path.insert(0, str(WORKFLOW_DIR))
 from mammodp.config import (  # noqa: E402
     CASE_CSVS,
+    audit_exclusion,
     STUDY_SPLIT,
     RUN_FILES,
     ConfigError,
@@ -439,3 +440,54 @@ def gan_loss_figures():
         labels={"figure": "MCGAN losses"},
     )
     return [png, "results/figures/mcgan_losses.pdf"]
+
+
+# The privacy audit: the runs attacked with shadow heads (the others have a row saying why).
+AUDITED = [
+    e
+    for e in SELECTED
+    if audit_exclusion(EXPERIMENTS[e], config["classifier"]["train"]["faithful"])
+    is None
+]
+AUDITED_PATTERN = (
+    "|".join(re.escape(e) for e in sorted(AUDITED, key=len, reverse=True)) or "(?!)"
+)
+
+
+def audit_spec_json():
+    a = config["audit"]
+    keys = ("shadow_models", "canaries", "canary_kind", "confidence", "seed")
+    return as_json({k: a[k] for k in keys})
+
+
+def audit_mia_inputs(wildcards):
+    """What the run trained on (as classify_inputs: manifest, synthetic crops, features, the
+    source model a from: run starts from) and the run's own model and privacy.json."""
+    inputs = {
+        k: v
+        for k, v in classify_inputs(wildcards).items()
+        if k in ("manifest", "images", "synthetic", "synthetic_images", "features")
+    }
+    exp = EXPERIMENTS[wildcards.experiment]
+    if exp.loads_source_head:
+        inputs["source_model"] = f"{run_dir(exp.source, wildcards.seed)}/model.pt"
+    run = run_dir(wildcards.experiment, wildcards.seed)
+    inputs["run_model"] = f"{run}/{RUN_FILES['model']}"
+    inputs["privacy"] = f"{run}/{RUN_FILES['privacy']}"
+    inputs["experiments"] = EXPERIMENT_SHEET
+    return inputs
+
+
+def audit_files(name):
+    return [
+        f"results/audit/mia/{e}/seed{s}/{name}.{'json' if name == 'summary' else 'csv'}"
+        for e in AUDITED
+        for s in SEEDS
+    ]
+
+
+def audit_targets():
+    """The audit's files in the default target when audit.enabled."""
+    if not config["audit"]["enabled"]:
+        return []
+    return [rules.audit_report.output, rules.audit_memorisation.output]
