@@ -22,6 +22,23 @@ def test_every_row_is_in_exactly_half_the_shadows():
             mia.inclusion_matrix(10, k, seed=0)
 
 
+def test_patient_units_are_in_or_out_together():
+    units = np.repeat(np.arange(30), 3)  # 30 patients, 3 crops each
+    keep = mia.row_inclusion(units, 90, mia.AuditSpec(shadow_models=8, seed=1))
+    assert (keep[:, 0::3] == keep[:, 1::3]).all() and (keep[:, 0::3] == keep[:, 2::3]).all()
+    assert (keep.sum(0) == 4).all()
+
+
+def test_the_pooled_variance_is_the_models_spread_per_entry():
+    """Four flip variants must not multiply the pooled variance: its sd is the models' spread
+    around each row's mean (0.3 here)."""
+    phi, keep = _phi(shift=0.0, k=16, n=400)
+    phi = np.concatenate([phi, phi + np.random.default_rng(1).normal(0, 0.3, phi.shape)], -1)
+    _, sd = mia._gaussians(phi, keep, mia.partners(keep), pooled=True)
+    assert sd.shape == phi.shape and np.allclose(sd, sd[:, :1, :1])  # one per target model
+    assert 0.3 < sd.mean() < 0.45  # the spread is 0.3 and 0.42 in the two halves of the variants
+
+
 def _phi(shift: float, k=16, n=400, seed=0):
     """Logit confidences of k models on n rows: a per-row level, model noise, and ``shift``
     added where the row was in the model's training set."""

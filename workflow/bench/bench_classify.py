@@ -55,6 +55,7 @@ def head_run(job, n: int, epoch_seconds: list | None = None) -> float:
     """Wall time of one whole head run of the real training loop (``train_head``)."""
     feats, y, val, val_y = _data(n)
     head = models.make_head("mlp", F)
+    classify._sigma.cache_clear()  # a rule's job is a fresh process: its σ search included
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         classify.train_head(

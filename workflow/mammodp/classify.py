@@ -29,6 +29,7 @@ and validated on, their labels and the source model file (``models.data_fingerpr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -428,14 +429,23 @@ def history_frame(history: list[dict], dp: bool) -> pd.DataFrame:
 def noise_multiplier(job: Job, sample_rate: float) -> float:
     """σ for the target epsilon over the planned epochs, as ``make_private_with_epsilon``
     computes it (sample rate 1 / batches per epoch)."""
+    return _sigma(
+        job.experiment.dp_epsilon, job.dp.delta, sample_rate, job.train.epochs, job.dp.accountant
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _sigma(epsilon: float, delta: float, sample_rate: float, epochs: int, accountant: str):
+    """Opacus' σ search (0.4-1.5 s): once per setting in a process (an audit's shadow heads
+    mostly share one)."""
     from opacus.accountants.utils import get_noise_multiplier
 
     return get_noise_multiplier(
-        target_epsilon=job.experiment.dp_epsilon,
-        target_delta=job.dp.delta,
+        target_epsilon=epsilon,
+        target_delta=delta,
         sample_rate=sample_rate,
-        epochs=job.train.epochs,
-        accountant=job.dp.accountant,
+        epochs=epochs,
+        accountant=accountant,
     )
 
 

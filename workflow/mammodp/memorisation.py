@@ -41,12 +41,14 @@ def pixel_flips(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def nearest(queries: torch.Tensor, refs: torch.Tensor, metric: str, chunk: int = 1024):
-    """For each query (Q, V, D; V variants) the smallest distance to any of ``refs`` (R, D)
-    over its variants, and that reference's index. ``metric``: euclidean (per pixel: divided by
-    sqrt(D), an RMS difference) or cosine (1 - cosine similarity)."""
+    """For each query (Q, V, D; V variants) the smallest distance to any of ``refs`` (R, D, or
+    R, W, D with W variants of each reference) over the variants, and that reference's index.
+    ``metric``: euclidean (per pixel: divided by sqrt(D), an RMS difference) or cosine
+    (1 - cosine similarity)."""
     q, v, d = queries.shape
     flat = queries.reshape(q * v, d).double()
-    refs = refs.double()
+    per_ref = refs.shape[1] if refs.dim() == 3 else 1
+    refs = refs.reshape(-1, d).double()
     if metric == "cosine":
         flat = torch.nn.functional.normalize(flat, dim=1)
         refs = torch.nn.functional.normalize(refs, dim=1)
@@ -59,7 +61,7 @@ def nearest(queries: torch.Tensor, refs: torch.Tensor, metric: str, chunk: int =
         idx.append(i)
     best, idx = torch.cat(best).view(q, v), torch.cat(idx).view(q, v)
     m, var = best.min(1)
-    return m.numpy(), idx.gather(1, var[:, None])[:, 0].numpy()
+    return m.numpy(), idx.gather(1, var[:, None])[:, 0].numpy() // per_ref
 
 
 def split_real(manifest, seed: int):
@@ -81,15 +83,19 @@ def split_real(manifest, seed: int):
     return train, sub, held.reset_index(drop=True)
 
 
-def audit_space(syn_q, train_r, subset, held_r, held_q, metric: str, quantile: float) -> dict:
+def audit_space(syn_q, train_r, subset, held_r, held_q, metric: str, quantile: float, copy=None):
     """One space's numbers. ``syn_q``, ``held_q``: queries with variants (N, V, D); ``train_r``:
     every training crop (M, D), ``subset`` the indices of as many as ``held_r`` holds. Near-copies
     and the closest pairs look at every training crop; the nearest-is-train share at the equal
-    halves (so that 0.5 is what no memorisation gives)."""
-    d_all, i_all = nearest(syn_q, train_r, metric)
+    halves (so that 0.5 is what no memorisation gives). ``copy``: (synthetic queries, held-out
+    queries, training references) for the near-copies and their baseline instead, when the
+    flips are on the references' side (features: the held-out crops have one view only), so
+    that synthetic and held-out crops are measured alike."""
+    syn_c, held_c, train_c = copy if copy is not None else (syn_q, held_q, train_r)
+    d_all, i_all = nearest(syn_c, train_c, metric)
     d_sub, _ = nearest(syn_q, train_r[subset], metric)
     d_held, _ = nearest(syn_q, held_r, metric)
-    d_real, _ = nearest(held_q, train_r, metric)  # the baseline: another patient's crop
+    d_real, _ = nearest(held_c, train_c, metric)  # the baseline: another patient's crop
     closer = (d_sub < d_held) + 0.5 * (d_sub == d_held)
     k, n = int(np.round(closer.sum())), len(closer)
     lo, hi = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
@@ -134,11 +140,13 @@ def audit(manifest, synthetic, size: int, seed: int, quantile: float, features=N
         from .classify import _features_for
 
         syn_f = _features_for(features, list(synthetic["path"]), "training")  # 4 variants
-        # Real crops unflipped (held-out ones have no other view); the flips are the queries'.
-        train_f = _features_for(features, list(train["path"]), "evaluation")[:, 0]
-        held_f = _features_for(features, list(held["path"]), "evaluation")[:, 0]
+        train_all = _features_for(features, list(train["path"]), "training")  # 4 variants
+        held_f = _features_for(features, list(held["path"]), "evaluation")[:, 0]  # one view
+        # The share: synthetic flips against unflipped real crops on both sides. Near-copies and
+        # their baseline: unflipped synthetic and held-out crops against every training flip.
+        copy = (syn_f[:, :1], held_f[:, None], train_all)
         out["features"] = audit_space(
-            syn_f, train_f, subset, held_f, held_f[:, None], "cosine", quantile
+            syn_f, train_all[:, 0], subset, held_f, held_f[:, None], "cosine", quantile, copy
         )
     out["_train"], out["_synthetic"] = train, synthetic.reset_index(drop=True)
     return out

@@ -68,6 +68,16 @@ def inclusion_matrix(n: int, k: int, seed: int) -> np.ndarray:
     return order < k // 2
 
 
+def row_inclusion(units, n: int, spec: AuditSpec) -> np.ndarray:
+    """(K, n) which real rows each shadow trains on: ``inclusion_matrix`` over the rows, or,
+    with ``units`` (a unit id per row, ``dp.unit: patient``), over the units, a patient's crops
+    in or out together: the membership the patient-level epsilon is about."""
+    if units is None:
+        return inclusion_matrix(n, spec.shadow_models, spec.seed)
+    _, unit = np.unique(units, return_inverse=True)
+    return inclusion_matrix(int(unit.max()) + 1, spec.shadow_models, spec.seed)[:, unit]
+
+
 def plant_canaries(x: torch.Tensor, y: torch.Tensor, real_rows, count: int, kind: str, seed: int):
     """Turn ``count`` random real training rows into canaries, the records an audit plants to
     measure what a model reveals about the worst case. ``mislabelled``: the crop with its label
@@ -130,7 +140,7 @@ def train_shadows(job, make_head, x, y, val_x, val_y, keep, always, units=None):
     quiet = dataclasses.replace(job.train, checkpoint_every=10**9)
     for k, rows in enumerate(keep):
         idx = torch.from_numpy(np.flatnonzero(rows | always))
-        shadow_job = dataclasses.replace(job, seed=job.seed * 1000 + k, train=quiet)
+        shadow_job = dataclasses.replace(job, seed=job.seed * 1000 + k + 1, train=quiet)
         # The run's own initial head (seeded by the run's seed, as classify.run does): the shadows
         # differ in their data half and training randomness only. A known initialisation is the
         # stronger adversary of DP auditing (Nasr et al. 2021); DP holds for any fixed one.
@@ -189,7 +199,7 @@ def _gaussians(phi: np.ndarray, mask: np.ndarray, pair: np.ndarray, pooled: bool
     mean = s_k / c_safe
     var = np.maximum(ss_k / c_safe - mean**2, 0.0) * c_safe / np.maximum(c_safe - 1, 1)
     if pooled:  # over the entries with at least two models to estimate a variance from
-        ok = c_k >= 2
+        ok = np.broadcast_to(c_k >= 2, var.shape)
         pooled_var = (var * ok).sum(axis=(1, 2), keepdims=True) / np.maximum(
             ok.sum(axis=(1, 2), keepdims=True), 1
         )
@@ -245,34 +255,32 @@ def _upper(k: np.ndarray, n: int, level: float) -> np.ndarray:
 
 
 def _epsilon_bounds(scores, member, thresholds, delta, level):
-    """For each threshold t (guess member iff score >= t, or the reverse), the epsilon lower
-    bound from the error rates' upper confidence bounds: for an (eps, delta)-DP mechanism every
-    test has FPR + e^eps FNR >= 1 - delta and FNR + e^eps FPR >= 1 - delta."""
+    """For each threshold t and each test direction (guess member iff score >= t, or the
+    reverse), the epsilon lower bound from the error rates' upper confidence bounds: for an
+    (eps, delta)-DP mechanism every test has FPR + e^eps FNR >= 1 - delta and FNR + e^eps FPR
+    >= 1 - delta. Returns (2, len(thresholds)): row 0 forward, row 1 reversed."""
     s_in, s_out = np.sort(scores[member]), np.sort(scores[~member])
     n_in, n_out = len(s_in), len(s_out)
     fn = np.searchsorted(s_in, thresholds, side="left")  # members scored below t
     fp = n_out - np.searchsorted(s_out, thresholds, side="left")  # non-members at or above t
-    fpr_hi, fnr_hi = _upper(fp, n_out, level), _upper(fn, n_in, level)
-    # The reversed test: errors swap (fp -> n_out - fp, fn -> n_in - fn).
-    rfpr_hi, rfnr_hi = _upper(n_out - fp, n_out, level), _upper(n_in - fn, n_in, level)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cand = np.stack(
-            [
-                np.log((1 - delta - fpr_hi) / fnr_hi),
-                np.log((1 - delta - fnr_hi) / fpr_hi),
-                np.log((1 - delta - rfpr_hi) / rfnr_hi),
-                np.log((1 - delta - rfnr_hi) / rfpr_hi),
-            ]
-        )
-    return np.nan_to_num(cand, nan=0.0, neginf=0.0).max(0)
+    rows = []
+    for f_p, f_n in ((fp, fn), (n_out - fp, n_in - fn)):  # the reversed test swaps the errors
+        fpr_hi, fnr_hi = _upper(f_p, n_out, level), _upper(f_n, n_in, level)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pair = np.stack(
+                [np.log((1 - delta - fpr_hi) / fnr_hi), np.log((1 - delta - fnr_hi) / fpr_hi)]
+            )
+        rows.append(np.nan_to_num(pair, nan=0.0, neginf=0.0).max(0))
+    return np.stack(rows)
 
 
 def empirical_epsilon(scores, member, delta: float, confidence: float, seed: int) -> dict:
     """A lower bound on epsilon at ``confidence``: the trials are split at random in two; the
-    threshold is chosen on the first half (the one with the largest bound there) and the bound
-    computed on the second, so that choosing among thresholds does not inflate it. Both error
-    rates are bounded at (1 + confidence) / 2 each (jointly at ``confidence``). The bound
-    treats each (model, crop) guess as an independent trial (see the README's audit section)."""
+    test (threshold and direction) is chosen on the first half, the one with the largest bound
+    there, and the bound computed on the second, so that choosing does not inflate it. The
+    test's two error rates are bounded at (1 + confidence) / 2 each (jointly at ``confidence``).
+    The bound treats each (model, crop) guess as an independent trial (see the README's audit
+    section)."""
     scores, member = np.asarray(scores, float), np.asarray(member, bool)
     rng = np.random.default_rng(seed + 2)
     half = rng.permutation(len(scores)) < len(scores) // 2
@@ -282,12 +290,14 @@ def empirical_epsilon(scores, member, delta: float, confidence: float, seed: int
         return {"epsilon_lower_bound": 0.0, "confidence": confidence, "n_trials": int(b.sum())}
     grid = np.unique(scores[a])
     eps_a = _epsilon_bounds(scores[a], member[a], grid, delta, level)
-    t = grid[int(np.argmax(eps_a))]
-    eps_b = float(_epsilon_bounds(scores[b], member[b], np.array([t]), delta, level)[0])
+    direction, i = np.unravel_index(int(np.argmax(eps_a)), eps_a.shape)
+    t = grid[i]
+    eps_b = float(_epsilon_bounds(scores[b], member[b], np.array([t]), delta, level)[direction, 0])
     return {
         "epsilon_lower_bound": max(eps_b, 0.0),
         "confidence": confidence,
         "threshold": float(t),
+        "direction": "member if score >= threshold" if direction == 0 else "member if below",
         "n_trials": int(b.sum()),
     }
 
@@ -304,7 +314,10 @@ def audit(job, spec: AuditSpec, make_head, pool: dict, target_head=None) -> tupl
     x, y, canary = plant_canaries(
         pool["x"], pool["y"], real_rows, spec.canaries, spec.canary_kind, spec.seed
     )
-    keep_real = inclusion_matrix(len(real_rows), spec.shadow_models, spec.seed)
+    units = pool.get("units")
+    keep_real = row_inclusion(
+        None if units is None else np.asarray(units)[real_rows], len(real_rows), spec
+    )
     keep = np.zeros((spec.shadow_models, len(y)), bool)
     keep[:, real_rows] = keep_real
     heads, privacy = train_shadows(
