@@ -449,7 +449,16 @@ def test_changing_one_epsilon_reruns_that_experiment_and_the_tables(workdir, wri
     ]
     table.write_text("\n".join(rows) + "\n")
     counts = _dry(workdir, cfg)
-    assert counts == {"classify": 1, "tables": 1, "figures": 1, "all": 1, "total": 4}, counts
+    # The edited run's audit too, and no other (the table is not an audit input).
+    assert counts == {
+        "classify": 1,
+        "audit_mia": 1,
+        "tables": 1,
+        "figures": 1,
+        "audit_report": 1,
+        "all": 1,
+        "total": 6,
+    }, counts
 
 
 def test_a_frozen_chain_declares_the_checkpoint_that_holds_its_backbone(workdir, write_config):

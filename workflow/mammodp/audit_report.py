@@ -17,12 +17,12 @@ from .figures import _plt, save
 from .fileio import write_csv, write_json
 
 
-def covers(exp, table) -> str:
-    """What the membership audit of a head run covers (``table``: the experiment table)."""
+def covers(exp, src) -> str:
+    """What the membership audit of a head run covers (``src``: the experiment it starts from,
+    or None)."""
     text = "the head's training on the real crops (the backbone is fixed)"
-    if not exp.source:
+    if src is None:
         return text
-    src = table[exp.source]
     part = "backbone" if src.trained == "all" else "start"
     if "real" not in src.train_data.split("+"):
         return text + (
@@ -35,11 +35,11 @@ def covers(exp, table) -> str:
 # ----------------------------------------------------------------------------- per-run files
 
 
-def write_mia(summary: dict, scores_df, exp, table, accountant_eps, out: dict) -> None:
+def write_mia(summary: dict, scores_df, exp, source, accountant_eps, out: dict) -> None:
     summary = {
         "experiment": exp.experiment,
         "accountant_epsilon": accountant_eps,
-        "covers": covers(exp, table),
+        "covers": covers(exp, source),
         **summary,
     }
     write_json(out["summary"], _finite(summary))
@@ -138,7 +138,8 @@ def audit_table(summary_paths, experiments_table, selected, faithful: bool) -> p
         done = runs.get(e, [])
         row["seeds"] = len(done)
         row["status"] = "audited" if reason is None else "not audited"
-        row["covers"] = covers(exp, table) if reason is None else NOT_AUDITED[reason]
+        source = table.get(exp.source)
+        row["covers"] = covers(exp, source) if reason is None else NOT_AUDITED[reason]
         values = {
             "accountant_epsilon": [r["accountant_epsilon"] for r in done],
             "shadow_epsilon": [r.get("shadow_epsilon") for r in done],

@@ -402,8 +402,7 @@ def _job(text: str, threads: int):
 
 
 def cmd_audit_mia(a):
-    from . import audit_report, mia
-    from .config import load_experiments
+    from . import audit_report, classify, mia
     from .fileio import read_json, read_manifest
     from .split import MANIFEST_COLUMNS
 
@@ -422,7 +421,7 @@ def cmd_audit_mia(a):
         summary,
         mia.scores_frame(scores),
         job.experiment,
-        load_experiments(a.experiments_table),
+        classify.Experiment(**json.loads(a.source_experiment)) if a.source_experiment else None,
         mia.accountant_epsilon(read_json(a.privacy)),
         out,
     )
@@ -747,7 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run-model", required=True, help="the run's model.pt (the target)")
     s.add_argument("--privacy", required=True, help="the run's privacy.json")
     s.add_argument("--source-model", help="the source model a from: experiment starts from")
-    s.add_argument("--experiments-table", required=True)
+    s.add_argument("--source-experiment", help="JSON: its source experiment's row")
     s.add_argument("--outputs", nargs=2, required=True, help="summary=PATH scores=PATH")
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_audit_mia)

@@ -24,12 +24,13 @@ rule audit_mia:
         images=images_arg("images", "real"),
         synthetic=synthetic_args,
         source=lambda wc, input: optional_flag(input, "source_model", "--source-model"),
+        source_experiment=audit_source_arg,
         outputs=lambda wc, output: " ".join(f"{k}={v}" for k, v in output.items()),
     shell:
         '"$MAMMODP_PYTHON" "$MAMMODP" audit-mia --job {params.job:q} --audit {params.audit:q}'
         " --manifest {input.manifest} --images {params.images} {params.synthetic}"
         " --features {input.features} --run-model {input.run_model} --privacy {input.privacy}"
-        " {params.source} --experiments-table {input.experiments}"
+        " {params.source} {params.source_experiment}"
         " --outputs {params.outputs} --threads {threads} > {log} 2>&1"
 
 

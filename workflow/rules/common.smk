@@ -474,8 +474,16 @@ def audit_mia_inputs(wildcards):
     run = run_dir(wildcards.experiment, wildcards.seed)
     inputs["run_model"] = f"{run}/{RUN_FILES['model']}"
     inputs["privacy"] = f"{run}/{RUN_FILES['privacy']}"
-    inputs["experiments"] = EXPERIMENT_SHEET
     return inputs
+
+
+def audit_source_arg(wildcards):
+    """The source experiment's row, as a param: editing another row of the table leaves the
+    audit alone (the table as an input would rerun every audit)."""
+    source = EXPERIMENTS[wildcards.experiment].source
+    if source is None:
+        return ""
+    return f"--source-experiment {shlex.quote(as_json(EXPERIMENTS[source].__dict__))}"
 
 
 def audit_files(name):
