@@ -1,4 +1,5 @@
-# Two commands: `make run` (demo workflow) and `make test` (test suite). Both set up .venv if needed.
+# Two commands: `make run` (demo workflow) and `make test-full` (the whole test suite, what CI
+# runs). Both set up .venv if needed. `make test`: the fast tier (no end-to-end or fault tests).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 # Rules call the `mammodp` CLI installed in the venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test test-full lint bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +26,9 @@ run: $(STAMP)
 	$(BIN)/snakemake --report results/report.html
 
 test: $(STAMP) lint
+	$(BIN)/python -m pytest -m "not workflow and not faults and not slow"
+
+test-full: $(STAMP) lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -32,6 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check workflow tests
 	$(BIN)/snakefmt --check workflow
 	$(BIN)/snakemake --lint
+	$(BIN)/snakemake --lint --configfile config/config.yaml .test/config/config.yaml
 
 clean:
 	rm -rf results .snakemake

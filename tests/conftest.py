@@ -1,11 +1,10 @@
 """Shared fixtures: a small phantom cohort, the real shared data (skipped when absent), a
-config builder for tiny workflow runs. Nothing here reaches the network."""
+config writer for tiny workflow runs (the configs themselves: tests/helpers/configs.py). Nothing
+here reaches the network."""
 
 from __future__ import annotations
 
-import copy
 import os
-import sys
 from pathlib import Path
 
 import cv2
@@ -14,17 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow"))
+from .helpers.configs import REPO, SHARED
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-SHARED = REPO.parent / "shared" / "data"
-# Crops per (dataset, split) of the study's published dataset16062024 (its README).
-PUBLISHED_COUNTS = {
-    ("bcdr", "test"): 1106,
-    ("cbis-ddsm", "test"): 402,
-    ("cbis-ddsm", "train"): 1104,
-    ("cbis-ddsm", "val"): 192,
-}
 
 
 @pytest.fixture(scope="session")
@@ -52,38 +43,6 @@ def phantom_dir(tmp_path_factory) -> Path:
         ),
     )
     return out
-
-
-def demo_config() -> dict:
-    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-
-
-def tiny_config(**overrides) -> dict:
-    """The demo config shrunk to a DAG that runs end to end in about a minute."""
-    c = copy.deepcopy(demo_config())
-    c["seeds"] = [1]
-    c["experiments"]["table"] = str(REPO / "config" / "experiments.tsv")
-    c["experiments"]["select"] = [
-        "real_frozen_nodp",
-        "real_frozen_dp_eps6",
-        "syn_full_nodp",
-        "synpre_real_frozen_dp_eps6",
-    ]
-    c["data"]["phantom"].update(
-        patients_train=24, patients_test=8, patients_external=4, height=768, width=480
-    )
-    c["synthesis"]["n_per_class"] = 12
-    c["synthesis"]["mcgan"].update(epochs=1, width=4, checkpoint_every=1)
-    c["classifier"]["model"]["overrides"].update(embed_dim=16, num_heads=[1, 2])
-    c["classifier"]["train"].update(epochs=3, batch_size=16)
-    c["audit"].update(shadow_models=6, canaries=4)
-    for key, value in overrides.items():
-        node = c
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = value
-    return c
 
 
 @pytest.fixture
@@ -127,3 +86,10 @@ def tiny_manifest(tmp_path_factory):
                 }
             )
     return pd.DataFrame(rows)
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that reads ../shared/data carries the shared_data marker (-m selects them)."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared_data)

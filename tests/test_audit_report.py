@@ -8,7 +8,7 @@ import pandas as pd
 from mammodp import audit_report
 from mammodp.config import load_experiments
 
-from .conftest import REPO
+from .helpers.configs import REPO
 
 TABLE = load_experiments(REPO / "config" / "experiments.tsv")
 

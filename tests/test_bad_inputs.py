@@ -14,9 +14,9 @@ import pydicom
 import pytest
 import yaml
 
-from .conftest import REPO, tiny_config
+from .helpers.configs import REPO, tiny_config
+from .helpers.snakemake import snakemake
 from .test_dicomio import NO_DECODER, _with_junk_compressed_pixels
-from .test_workflow import snakemake
 
 pytestmark = pytest.mark.workflow
 

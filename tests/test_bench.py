@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .conftest import REPO
+from .helpers.configs import REPO
 
 sys.path.insert(0, str(REPO / "workflow" / "bench"))
 

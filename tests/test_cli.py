@@ -19,7 +19,7 @@ def _run(*args, cwd=None):
 def test_one_subcommand_per_rule():
     import re
 
-    from .conftest import REPO
+    from .helpers.configs import REPO
 
     sub = set(build_parser()._subparsers._group_actions[0].choices)
     used = set()

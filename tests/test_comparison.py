@@ -17,7 +17,7 @@ from mammodp.errors import UserError
 from mammodp.fidelity import normalisation_label
 from mammodp.labels import data_labels
 
-from .conftest import REPO, demo_config
+from .helpers.configs import REPO, demo_config
 from .test_report import PAPER_FIDELITY, PAPER_RESULTS, STUDY, TABLE
 
 METRICS = ("accuracy", "f1", "auroc", "auprc")

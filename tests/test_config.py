@@ -9,7 +9,7 @@ import yaml
 
 from mammodp.config import ConfigError, load_experiments, select_experiments, validate_config
 
-from .conftest import REPO, demo_config
+from .helpers.configs import REPO, demo_config
 
 SHIPPED_CONFIGS = [
     "config.yaml",

@@ -20,7 +20,7 @@ import pytest
 
 import mammodp
 
-from .conftest import REPO, tiny_config
+from .helpers.configs import REPO, tiny_config
 
 WORKFLOW = REPO / "workflow"
 

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from .conftest import REPO, tiny_config
-from .test_workflow import snakemake
+from .helpers.configs import REPO, tiny_config
+from .helpers.snakemake import snakemake
 
 pytestmark = pytest.mark.workflow
 TABLES = ["main.csv", "main.md", "main.tex", "privacy.csv", "fidelity.csv"]

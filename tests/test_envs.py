@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from . import rule_imports
-from .conftest import REPO
+from .helpers.configs import REPO
 
 
 def _lock() -> dict[str, str]:

@@ -20,9 +20,9 @@ import torch
 from mammodp import classify, mcgan
 from mammodp.config import RUN_FILES
 
-from .conftest import REPO, tiny_config
+from .helpers.configs import REPO, tiny_config
+from .helpers.snakemake import snakemake, snakemake_cmd
 from .test_models import TINY
-from .test_workflow import snakemake, snakemake_cmd
 
 pytestmark = pytest.mark.faults
 

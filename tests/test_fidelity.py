@@ -165,6 +165,7 @@ def tiny(tmp_path_factory):
     return manifest, pd.DataFrame({"path": syn, "label": [0, 1] * 15})
 
 
+@pytest.mark.slow
 def test_table_of_the_study_design(tiny):
     manifest, syn = tiny
     table = fidelity.compute_table(manifest, syn, ["v0"], 4, 1, design="study")
@@ -198,6 +199,7 @@ def test_table_of_the_halves_design(tiny):
     assert set(table["class"]) == {"pooled", "benign", "malignant"}
 
 
+@pytest.mark.slow
 def test_frd_on_published_crops_is_stable(shared_data):
     root = shared_data / "mammo_dp"
     real = sorted((root / "dataset16062024" / "cbis-ddsm" / "train").rglob("*.png"))
@@ -218,6 +220,7 @@ def test_frd_on_published_crops_is_stable(shared_data):
     assert cache.extracted == len(real) + len(syn) and indep != pytest.approx(rs)
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_study_design_on_published_crops(shared_data):
     """A reduced study design on the published crops (every 10th training and BCDR crop, every

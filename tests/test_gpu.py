@@ -14,7 +14,7 @@ import pytest
 from mammodp import gpu
 from mammodp.errors import UserError
 
-from .conftest import REPO
+from .helpers.configs import REPO
 
 JOB = """
 import json, os, sys, time

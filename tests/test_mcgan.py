@@ -243,6 +243,7 @@ def pytest_approx(v):
     return pytest.approx(v, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_conditioning_follows_the_labels(tmp_path):
     """Trained on crops whose class sets their brightness (benign = 1 bright), the MCGAN's
     samples of each label take that label's brightness: conditioning is wired, benign = 1."""

@@ -95,6 +95,7 @@ def test_flips_count_in_feature_space_too(cohort):
     assert r["near_copies"] == 40 and r["dcr_train_median"] < 1e-9
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_the_published_synthetic_crops_are_audited(shared_data):
     """The study's published synthetic crops (3000) against its published real crops, pixel

@@ -10,8 +10,8 @@ from datetime import datetime
 import pydicom
 import pytest
 
-from .conftest import REPO, tiny_config
-from .test_workflow import snakemake
+from .helpers.configs import REPO, tiny_config
+from .helpers.snakemake import snakemake
 
 pytestmark = pytest.mark.workflow
 

@@ -10,7 +10,7 @@ from mammodp.crops import WINDOW_COLUMNS
 from mammodp.errors import UserError
 from mammodp.processed import import_processed
 
-from .conftest import REPO
+from .helpers.configs import REPO
 
 
 def test_published_counts(shared_data):

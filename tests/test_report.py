@@ -15,7 +15,7 @@ from mammodp import comparison, figures, tables
 from mammodp.errors import UserError
 from mammodp.study_settings import STUDY_SETTINGS
 
-from .conftest import REPO
+from .helpers.configs import REPO
 
 TABLE = REPO / "config" / "experiments.tsv"
 PAPER_RESULTS = REPO / "resources" / "paper_results.csv"

@@ -10,8 +10,8 @@ import shutil
 
 import pytest
 
-from .conftest import REPO, tiny_config
-from .test_workflow import snakemake
+from .helpers.configs import REPO, tiny_config
+from .helpers.snakemake import snakemake
 
 TOOLS = ["sbatch", "squeue", "sacct", "scontrol", "sinfo", "sacctmgr", "sshare", "srun", "scancel"]
 README_COMMAND = "snakemake --workflow-profile workflow/profiles/slurm --configfile"

@@ -8,7 +8,7 @@ import pytest
 from mammodp import split as sp
 from mammodp.errors import UserError
 
-from .conftest import PUBLISHED_COUNTS
+from .helpers.configs import PUBLISHED_COUNTS
 
 
 def _index(n_train=40, n_test=10):

@@ -255,8 +255,8 @@ def test_wrong_image_count_is_rejected(phantom_dir):
 @pytest.mark.workflow
 def test_tcia_source_through_the_workflow(server, tmp_path, write_config):
     """data.source: tcia end to end up to the crops, one job (and one folder) per batch."""
-    from .conftest import REPO, tiny_config
-    from .test_workflow import snakemake
+    from .helpers.configs import REPO, tiny_config
+    from .helpers.snakemake import snakemake
 
     shutil.copytree(REPO / "config", tmp_path / "config")
     config = tiny_config(**{"data.source": "tcia", "data.external": "none"})

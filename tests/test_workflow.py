@@ -3,42 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from .conftest import PUBLISHED_COUNTS, REPO, tiny_config
-
-SNAKEFILE = REPO / "workflow" / "Snakefile"
-
-
-def snakemake_cmd(workdir: Path, *args: str, snakefile: Path = SNAKEFILE) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir), *args]
-
-
-def snakemake(
-    workdir: Path, *args: str, timeout: int = 1800, snakefile: Path = SNAKEFILE
-) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = snakemake_cmd(workdir, *args, snakefile=snakefile)
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+from .helpers.configs import PUBLISHED_COUNTS, REPO, tiny_config
+from .helpers.snakemake import job_counts, snakemake
 
 
 @pytest.fixture
 def workdir(tmp_path):
     shutil.copytree(REPO / "config", tmp_path / "config")
     return tmp_path
-
-
-def _job_counts(stdout: str) -> dict[str, int]:
-    block = stdout[stdout.index("Job stats:") :]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
 
 
 def _classify_jobs(stdout: str) -> dict[tuple[str, str], list[str]]:
@@ -60,7 +40,7 @@ def test_paper_dry_run_has_the_full_matrix_and_pretraining_edges(workdir, name):
 
     r = snakemake(workdir, "-n", "--configfile", f"config/{name}", "--cores", "4")
     assert r.returncode == 0, r.stderr
-    counts = _job_counts(r.stdout)
+    counts = job_counts(r.stdout)
     assert counts["classify"] == 25 * 3  # every paper experiment x seeds 42, 43, 44
     # Without data present, the download rules are the leaves; the inputs are the study's.
     if name == "paper.yaml":
@@ -114,7 +94,7 @@ def test_config_values_from_the_command_line(workdir, write_config):
         workdir, "-n", "--configfile", str(cfg), "--cores", "1", "--config", "seeds=[1,2,3]"
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert _job_counts(r.stdout)["classify"] == 3 * 4
+    assert job_counts(r.stdout)["classify"] == 3 * 4
     r = snakemake(workdir, "-n", "--configfile", str(cfg), "--config", "seeds=[1,x]")
     assert "invalid config in --config: seeds.[1] = 'x' has the wrong type" in r.stdout + r.stderr
     extra = workdir / "extra.yaml"
@@ -362,6 +342,7 @@ def test_processed_config_on_the_published_crops(workdir, write_config, shared_d
     assert privacy["sample_rate"].iloc[0] == pytest.approx(1 / 35)
 
 
+@pytest.mark.slow
 def test_paper_published_config_uses_exactly_the_published_sets(workdir, write_config, shared_data):
     """config/paper-published.yaml up to the split: every published crop, in the split its folder
     names, and the study's split file (resources/study_split.json) describes the same patients."""
@@ -397,7 +378,7 @@ def test_paper_published_config_uses_exactly_the_published_sets(workdir, write_c
 def _dry(workdir, cfg, *args):
     r = snakemake(workdir, "-n", "--configfile", str(cfg), "--cores", "2", *args)
     assert r.returncode == 0, r.stderr[-3000:]
-    return _job_counts(r.stdout) if "Job stats:" in r.stdout else {}
+    return job_counts(r.stdout) if "Job stats:" in r.stdout else {}
 
 
 def test_one_target_builds_only_its_ancestors(workdir, write_config):
@@ -482,6 +463,7 @@ def test_a_frozen_chain_declares_the_checkpoint_that_holds_its_backbone(workdir,
     assert "results/features/syn_full_nodp-seed1/real.pt" in inputs
 
 
+@pytest.mark.slow
 def test_a_new_commit_reruns_provenance(tmp_path, write_config):
     """run.json names the commit that built the results: a new commit reruns the rule."""
     repo = tmp_path / "checkout"

@@ -1,5 +1,6 @@
 """One classifier job: an (experiment, seed) pair of the experiment table, trained as the study
-did (DESIGN §5) and tested on CBIS-DDSM test and the external set.
+did (`gan_compare/scripts/train_test_classifier.py`; what differs: the README's table) and
+tested on CBIS-DDSM test and the external set.
 
 Frozen-backbone experiments train only the head. Their backbone is a fixed function, so its pooled
 features are computed once per image and flip variant (none, h, v, hv) in eval mode (rule

@@ -1,4 +1,4 @@
-"""Mass crops (DESIGN §3): the whole mammogram as 8 bit, a square window around the lesion box,
+"""Mass crops: the whole mammogram as 8 bit, a square window around the lesion box,
 area resize to ``size``; 8-bit grayscale PNG without any header data.
 
 Two framings (``data.crop.framing``):

@@ -1,7 +1,7 @@
 """The lesion table: one row per mass, from the CBIS-DDSM case descriptions (joined to the DICOM
 tree through series UIDs) and from BCDR outlines.
 
-Facts honoured here (DESIGN §3): only the mass CSVs are used (calc rows are counted and
+Facts honoured here: only the mass CSVs are used (calc rows are counted and
 ignored); BENIGN and BENIGN_WITHOUT_CALLBACK are benign (1), MALIGNANT is 0; the CSV's
 ``000000.dcm`` names differ from the served ``1-1.dcm``; an ROI series holds mask and cropped
 patch in no fixed order (told apart by being binary and by size); a mask whose size differs from

@@ -1,4 +1,4 @@
-"""Patient-level split (DESIGN §3): the official CBIS-DDSM test portion is the test set; the
+"""Patient-level split: the official CBIS-DDSM test portion is the test set; the
 official training portion is split by patient into train/val (stratified by whether a patient has
 a malignant lesion, seeded); external sets (BCDR) are test only. A split file can be supplied
 instead. A leak check fails the run if any patient lands in two splits.
