@@ -46,7 +46,8 @@ def test_the_tiny_configs_crops_split_and_tables_are_unchanged(tmp_path):
     if os.environ.get("MAMMODP_UPDATE_GOLDEN") == "1":
         GOLDEN.write_text("".join(f"{d}  {p}\n" for p, d in got.items()))
         pytest.skip(f"rewrote {GOLDEN.relative_to(REPO)}: state why in the commit")
-    changed = {p: d for p, d in got.items() if _read_golden().get(p) != d}
+    golden = _read_golden()
+    changed = {p: d for p, d in got.items() if golden.get(p) != d}
     assert not changed, (
         f"outputs differ from {GOLDEN.relative_to(REPO)}: {sorted(changed)}; if intended, "
         "rerun with MAMMODP_UPDATE_GOLDEN=1 and say why in the commit"
