@@ -33,7 +33,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory) -> Path:
     """A small phantom cohort (generated once per test session)."""
-    from mammodp.phantom import PhantomSpec, generate
+    from mammodp.data.phantom import PhantomSpec, generate
 
     out = tmp_path_factory.mktemp("phantom") / "cohort"
     generate(

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from .helpers.configs import REPO, tiny_config
+from .helpers.dicom import NO_DECODER, with_junk_compressed_pixels
 from .helpers.snakemake import snakemake
-from .test_dicomio import NO_DECODER, _with_junk_compressed_pixels
 
 pytestmark = pytest.mark.workflow
 
@@ -79,7 +79,7 @@ def truncated_dicom(work):
 
 def compressed_dicom(work):
     f = _dicoms(work, "full mammogram")[0]
-    _with_junk_compressed_pixels(f, NO_DECODER, f)  # JPEG 2000 Part 2: no pydicom decoder
+    with_junk_compressed_pixels(f, NO_DECODER, f)  # JPEG 2000 Part 2: no pydicom decoder
 
 
 def palette_dicom(work):

@@ -80,7 +80,7 @@ def test_the_package_file_list_is_complete():
     """A remote module fetches exactly these files: a new module missing from the list would
     break every remote deployment while local runs pass."""
     listed = (WORKFLOW / "package_files.txt").read_text().split()
-    present = [p.relative_to(WORKFLOW).as_posix() for p in WORKFLOW.glob("mammodp/*.py")]
+    present = [p.relative_to(WORKFLOW).as_posix() for p in WORKFLOW.glob("mammodp/**/*.py")]
     present += [p.relative_to(WORKFLOW).as_posix() for p in WORKFLOW.glob("schemas/*.yaml")]
     present += ["scripts/mammodp.py"]
     assert sorted(listed) == sorted(present)

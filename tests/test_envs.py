@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from . import rule_imports
+from .helpers import rule_imports
 from .helpers.configs import REPO
 
 

@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from mammodp import classify, mcgan
-from mammodp.config import RUN_FILES
+from mammodp import classify
+from mammodp.config import RUN_FILES, Experiment
+from mammodp.synthesis import mcgan
 
 from .helpers.configs import REPO, tiny_config
+from .helpers.models import TINY
 from .helpers.snakemake import snakemake, snakemake_cmd
-from .test_models import TINY
 
 pytestmark = pytest.mark.faults
 
@@ -41,7 +42,7 @@ def _cli(*args, **kw):
 
 def _state_epoch(path: Path) -> int:
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)["epoch"]
+        return torch.load(path, map_location="cpu", weights_only=False)["progress"]["epoch"]
     except Exception:  # absent, or being replaced right now
         return 0
 
@@ -59,7 +60,7 @@ def _kill_when(proc, state: Path, epoch: int, timeout=120):
 def test_sigkill_of_a_dp_classifier_job_then_rerun_gives_the_same_result(tmp_path, tiny_manifest):
     manifest = tmp_path / "crops.csv"
     tiny_manifest.to_csv(manifest, index=False)
-    exp = classify.Experiment("k", "-", "real", "real", "head", "mlp", "backbone", 6.0)
+    exp = Experiment("k", "-", "real", "real", "head", "mlp", "backbone", 6.0)
     job = {
         "experiment": asdict(exp),
         "seed": 3,

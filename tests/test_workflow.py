@@ -190,7 +190,7 @@ def test_dp_mcgan_lineage_in_the_privacy_table(workdir, write_config):
     its warnings; a non-DP classifier on its crops alone has a row with the generator's
     guarantee; the GAN's losses.csv holds no loss on real crops. Then dp.unit: patient: the
     classifier's epsilon is per patient and the lineage adds the patient-level bounds."""
-    from mammodp import privacy_notes
+    from mammodp.classify import privacy_notes
 
     config = tiny_config(**{"experiments.select": ["realsyn_frozen_dp_eps6", "syn_frozen_nodp"]})
     config["synthesis"]["mcgan"]["dp"]["enabled"] = True
@@ -280,7 +280,9 @@ def _check_demo_audit(workdir):
     (not a demo experiment: audited here on the demo's features) the canaries hide."""
     import yaml
 
-    from mammodp import classify, config, mia, models
+    from mammodp import classify, config
+    from mammodp.audit import mia
+    from mammodp.classify import models
     from mammodp.fileio import read_manifest
 
     res = workdir / "results"

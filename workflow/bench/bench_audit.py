@@ -20,7 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mammodp import classify, mia, models  # noqa: E402
+from mammodp import classify
+from mammodp.audit import mia
+from mammodp.classify import models
+from mammodp.config import Experiment
 
 
 def _pool(n: int, f: int) -> dict:
@@ -37,7 +40,7 @@ def _pool(n: int, f: int) -> dict:
 
 
 def audit_seconds(eps, n, f, epochs, batch, lr, shadows) -> float:
-    exp = classify.Experiment("bench", "-", "real", "real", "head", "mlp", "backbone", eps)
+    exp = Experiment("bench", "-", "real", "real", "head", "mlp", "backbone", eps)
     train = classify.TrainSpec(epochs=epochs, batch_size=batch, lr=lr)
     job = classify.Job(exp, 42, models.ModelSpec(pretrained="none"), train, classify.DPSpec())
     spec = mia.AuditSpec(shadow_models=shadows, canaries=0, seed=1)

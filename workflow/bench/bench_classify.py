@@ -32,13 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from mammodp import classify, models  # noqa: E402
+from mammodp import classify
+from mammodp.classify import models
+from mammodp.config import Experiment
 
 F = 768  # Swin-T's pooled features
 
 
 def _job(eps, epochs, clipping="bookkeeping", spec=None):
-    exp = classify.Experiment("bench", "-", "real", "real", "head", "mlp", "backbone", eps)
+    exp = Experiment("bench", "-", "real", "real", "head", "mlp", "backbone", eps)
     train = classify.TrainSpec(epochs=epochs, batch_size=128, lr=1e-5, checkpoint_every=10**6)
     dp = classify.DPSpec(clipping=clipping)
     return classify.Job(exp, 42, spec or models.ModelSpec(pretrained="none"), train, dp)
@@ -55,7 +57,7 @@ def head_run(job, n: int, epoch_seconds: list | None = None) -> float:
     """Wall time of one whole head run of the real training loop (``train_head``)."""
     feats, y, val, val_y = _data(n)
     head = models.make_head("mlp", F)
-    classify._sigma.cache_clear()  # a rule's job is a fresh process: its σ search included
+    classify.dp._sigma.cache_clear()  # a rule's job is a fresh process: its σ search included
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         classify.train_head(

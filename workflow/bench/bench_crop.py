@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pydicom  # noqa: E402
 
-from mammodp import lesions  # noqa: E402
-from mammodp.crops import CropSpec, make_crops  # noqa: E402
-from mammodp.phantom import PhantomSpec, generate  # noqa: E402
+from mammodp.data import lesions
+from mammodp.data.crops import CropSpec, make_crops
+from mammodp.data.phantom import PhantomSpec, generate
 
 
 def main(argv=None) -> dict:
@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
                 source / "CBIS-DDSM",
             )
         )
-        from mammodp.crops import resolve_images
+        from mammodp.data.crops import resolve_images
 
         images = sorted(map(str, resolve_images(table["image"], source / "CBIS-DDSM").values()))
         decode, crop = [], []

@@ -26,10 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from mammodp import classify, cli, models  # noqa: E402
-from mammodp.metrics import classification_metrics  # noqa: E402
-from mammodp.processed import import_processed  # noqa: E402
-from mammodp.split import apply_split  # noqa: E402
+from mammodp import classify, cli, images
+from mammodp.classify import models
+from mammodp.classify.metrics import classification_metrics
+from mammodp.config import Experiment
+from mammodp.data.processed import import_processed
+from mammodp.data.split import apply_split
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data" / "mammo_dp" / "dataset16062024"
@@ -54,12 +56,12 @@ def rule_vs_bare(data: Path, n: int, threads: int, precision: str) -> dict:
         assert cli.main(argv) == 0
         rule = 4 * n / (time.perf_counter() - t)
     model = models.create_backbone(models.ModelSpec.from_dict(spec)).eval()
-    x = models.load_images([data / p for p in crops["path"]], 224)
+    x = images.load_images([data / p for p in crops["path"]], 224)
     t = time.perf_counter()
     with torch.inference_mode(), models.autocast("cpu", precision):
-        for v in models.FLIPS:
+        for v in images.FLIPS:
             for s in range(0, n, 32):
-                model(models.flip(x[s : s + 32], v).expand(-1, 3, -1, -1))
+                model(images.flip(x[s : s + 32], v).expand(-1, 3, -1, -1))
     bare = 4 * n / (time.perf_counter() - t)
     return {"rule": rule, "bare": bare, "ratio": rule / bare}
 
@@ -76,8 +78,8 @@ def bf16_auroc_effect(data: Path, seeds=(42, 43, 44), epochs: int = 100) -> dict
         feats = {
             s: models.backbone_features(
                 backbone,
-                models.load_images([data / p for p in df["path"]], spec.input_size),
-                models.FLIPS if s == "train" else ("none",),
+                images.load_images([data / p for p in df["path"]], spec.input_size),
+                images.FLIPS if s == "train" else ("none",),
                 64,
                 precision=precision,
             )
@@ -85,7 +87,7 @@ def bf16_auroc_effect(data: Path, seeds=(42, 43, 44), epochs: int = 100) -> dict
         }
         labels = {s: torch.tensor(df["label"].astype(int).values) for s, df in parts.items()}
         for seed in seeds:
-            exp = classify.Experiment("b", "-", "real", "real", "head", "mlp", "backbone", None)
+            exp = Experiment("b", "-", "real", "real", "head", "mlp", "backbone", None)
             train = classify.TrainSpec(
                 epochs=epochs, batch_size=128, lr=1e-3, checkpoint_every=10**6
             )

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mammodp import fidelity  # noqa: E402
+from mammodp import fidelity
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "mammo_dp" / "dataset16062024"
 

@@ -54,7 +54,7 @@ TRAIN = {"epochs": 40, "batch_size": 32, "lr": 5e-4, "checkpoint_every": 10**6, 
 
 def manifest(data: Path):
     """The published crops with the published split, CBIS-DDSM only (the AUROC compared)."""
-    from mammodp import processed, split
+    from mammodp.data import processed, split
 
     index, published = processed.import_processed(data)
     index["path"] = [str(data / p) for p in index["path"]]  # stored relative to the folder
@@ -87,7 +87,8 @@ def experiment(name: str, source: Path | None):
 
 
 def job(exp, seed: int, threads: int, epochs: int, faithful: bool = False):
-    from mammodp import classify, models
+    from mammodp import classify
+    from mammodp.classify import models
 
     return classify.Job(
         experiment=exp,
@@ -101,9 +102,10 @@ def job(exp, seed: int, threads: int, epochs: int, faithful: bool = False):
 
 def pretrain_on_synthetic(m, synthetic: Path, out: Path, threads: int, epochs: int) -> Path:
     """dbr15, reduced: every layer trained on the published synthetic crops (seed 42)."""
-    from mammodp import classify, synthesis
+    from mammodp import classify
+    from mammodp.synthesis import published
 
-    syn = synthesis.published_manifest(synthetic)
+    syn = published.published_manifest(synthetic)
     syn["path"] = [str(Path(synthetic) / p) for p in syn["path"]]
     run = job(experiment("syn_full_nodp", None), 42, threads, epochs)
     classify.run(run, m, syn, None, out / "syn_full_nodp", None)

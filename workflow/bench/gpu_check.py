@@ -27,9 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from mammodp import classify, mcgan, models  # noqa: E402
-from mammodp.processed import import_processed  # noqa: E402
-from mammodp.split import apply_split  # noqa: E402
+from mammodp import classify, images
+from mammodp.classify import models
+from mammodp.config import Experiment
+from mammodp.data.processed import import_processed
+from mammodp.data.split import apply_split
+from mammodp.synthesis import mcgan
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "mammo_dp" / "dataset16062024"
 
@@ -50,7 +53,7 @@ def _sync(device: str) -> None:
 
 
 def _job(name, trained, head, eps, epochs, spec, device, precision="fp32"):
-    exp = classify.Experiment(name, "-", "synthetic", "real", trained, head, "backbone", eps)
+    exp = Experiment(name, "-", "synthetic", "real", trained, head, "backbone", eps)
     train = classify.TrainSpec(
         epochs=epochs, batch_size=128, lr=1e-5, checkpoint_every=10**6, precision=precision
     )
@@ -116,15 +119,15 @@ def main(argv=None) -> dict:
     val = index[(index["split"] == "val") & (index["dataset"] == "cbis-ddsm")]
     if a.limit:
         train, val = train.head(a.limit), val.head(max(a.limit // 4, 8))
-    x = models.load_images(train["path"], spec.input_size)
+    x = images.load_images(train["path"], spec.input_size)
     y = torch.tensor(train["label"].values)
-    val_x = models.load_images(val["path"], spec.input_size)
+    val_x = images.load_images(val["path"], spec.input_size)
     val_y = torch.tensor(val["label"].values)
     out = {"device": name, "torch": torch.__version__, "n_train": len(train)}
     out.update(feature_rates(spec, x, device))
     out["full_epoch_s"] = full_epoch(spec, x, y, val_x, val_y, device, a.precision)
     out["full_images_per_s"] = len(x) / out["full_epoch_s"]
-    crops = models.load_images(train["path"], mcgan.IMAGE_SIZE, strict=True)
+    crops = images.load_images(train["path"], mcgan.IMAGE_SIZE, strict=True)
     out["gan_epoch_s"] = gan_epoch(crops, y, a.gan_width, device)
     out["gan_width"] = a.gan_width
 

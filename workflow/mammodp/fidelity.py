@@ -329,24 +329,35 @@ def compute_table(
                 continue
             value = frd_value(a, b, version, workers, cache, refs[version])
             log.info("FRD %s %s vs %s (%s): %.4f", version, p.set_a, p.set_b, p.cls, value)
-            rows.append(
-                {
-                    "set_a": p.set_a,
-                    "set_b": p.set_b,
-                    "class": p.cls,
-                    "n_a": len(a),
-                    "n_b": len(b),
-                    "frd_version": version,
-                    "normalisation": normalisation_label(version, normalisation),
-                    "value": value,
-                    "frd_score_version": frd_score_version,
-                    "comparison": p.comparison,
-                    "pair": p.pair,
-                    "design": design,
-                }
-            )
+            rows.append(_frd_row(p, version, normalisation, value, frd_score_version, design))
     log.info("radiomics features extracted once each for %d images", cache.extracted)
     table = pd.DataFrame(rows, columns=FRD_COLUMNS)
+    _log_pooled_means(table, design)
+    return table
+
+
+def _frd_row(
+    p: Pair, version: str, normalisation: str, value: float, frd_score_version: str, design: str
+) -> dict:
+    """One row of the FRD table (``FRD_COLUMNS``)."""
+    return {
+        "set_a": p.set_a,
+        "set_b": p.set_b,
+        "class": p.cls,
+        "n_a": len(p.paths_a),
+        "n_b": len(p.paths_b),
+        "frd_version": version,
+        "normalisation": normalisation_label(version, normalisation),
+        "value": value,
+        "frd_score_version": frd_score_version,
+        "comparison": p.comparison,
+        "pair": p.pair,
+        "design": design,
+    }
+
+
+def _log_pooled_means(table: pd.DataFrame, design: str) -> None:
+    """One log line per (FRD version, comparison): the pooled value's mean ± std over pairs."""
     pooled = table[table["class"] == "pooled"]
     for (version, comp), g in pooled.groupby(["frd_version", "comparison"], sort=False):
         log.info(
@@ -358,4 +369,3 @@ def compute_table(
             g["value"].mean(),
             g["value"].std(ddof=0),
         )
-    return table

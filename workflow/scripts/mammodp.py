@@ -16,7 +16,7 @@ if "--threads" in sys.argv[:-1]:
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mammodp.cli import main  # noqa: E402
+from mammodp.cli import main
 
 if __name__ == "__main__":  # not in the workers a spawn or forkserver process pool starts
     sys.exit(main())
