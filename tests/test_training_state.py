@@ -9,6 +9,7 @@ import pytest
 import torch
 from opacus.accountants import RDPAccountant
 
+from mammodp import training_state
 from mammodp.training_state import STATE_FORMAT, TrainingState, data_fingerprint
 
 
@@ -81,3 +82,17 @@ def test_the_data_fingerprint_sees_values_dtype_shape_and_source():
     assert data_fingerprint(x.double()) != base
     assert data_fingerprint(x.reshape(2, 3)) != base
     assert data_fingerprint(x, source_sha256="abc") != base
+
+
+def test_data_fingerprint_is_deterministic_and_sensitive():
+    x, y = torch.arange(12.0).reshape(3, 4), torch.tensor([0, 1, 0])
+    fp = training_state.data_fingerprint(x, y)
+    assert fp == training_state.data_fingerprint(x.clone(), y.clone())
+    assert fp == training_state.data_fingerprint(
+        x.t().contiguous().t(), y
+    )  # layout does not matter
+    assert fp != training_state.data_fingerprint(x, torch.tensor([0, 1, 1]))
+    assert fp != training_state.data_fingerprint(x.reshape(4, 3), y)
+    assert fp != training_state.data_fingerprint(x.double(), y)
+    assert fp != training_state.data_fingerprint(x, y, source_sha256="0" * 64)
+    assert training_state.data_fingerprint(x.bfloat16(), torch.tensor([True, False]))  # any dtype
