@@ -9,7 +9,7 @@ STUDY_MCGAN_WIDTH = 64
 # data_utils/utils.py, configs/gan/dcgan_config.yaml); training: every run
 # (configs/swin/dbr*.yaml, scripts/train_test_classifier.py); dp: DP runs (dbr*.yaml,
 # constants.py make_private_with_epsilon); mcgan: an MCGAN trained here (scripts/train_gan.py,
-# dcgan_config.yaml, the 1400-epoch checkpoint of medigan 00008).
+# dcgan_config.yaml, the 1750-epoch checkpoint, 1750.pt, of medigan 00008).
 STUDY_SETTINGS = {
     "data": {
         "data.crop.framing": "study",
@@ -47,7 +47,7 @@ STUDY_SETTINGS = {
         "synthesis.mcgan.d_steps_per_g_step": 2,
         "synthesis.mcgan.real_label_low": 0.7,
         "synthesis.mcgan.real_label_high": 1.2,
-        "synthesis.mcgan.sample_epoch": 1400,
+        "synthesis.mcgan.sample_epoch": 1750,
         "synthesis.mcgan.input_range": "study",
         "synthesis.mcgan.init": "study",
         "synthesis.mcgan.augmentation": "study",
