@@ -62,6 +62,32 @@ def test_cached_feature_files_give_the_same_run(tmp_path, tiny_manifest):
     assert lo <= metrics["test"]["cbis-ddsm"]["auroc"] <= hi
 
 
+def test_a_head_on_cached_features_never_builds_the_backbone(tmp_path, tiny_manifest, monkeypatch):
+    """A frozen head's inputs are the cache: building Swin-T (and importing torchvision for it)
+    would only cost each head job seconds. Its checkpoint, and a run from it, still load."""
+    backbone = models.create_backbone(TINY)
+    paths = sorted(tiny_manifest["path"])
+    feats = models.backbone_features(backbone, images.load_images(paths, TINY.input_size))
+    torch.save(classify.feature_file(paths, feats), tmp_path / "real.pt")
+    cached = [str(tmp_path / "real.pt")]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a head job on cached features built a backbone")
+
+    monkeypatch.setattr(models, "create_backbone", refuse)
+    monkeypatch.setattr(models, "load_backbone", refuse)
+    source = make_job("c", eps=6.0)
+    classify.run(source, tiny_manifest, None, None, tmp_path / "c", features=cached)
+    child = make_job("d", init="from:c")
+    model_c = str(tmp_path / "c" / "model.pt")
+    classify.run(child, tiny_manifest, None, model_c, tmp_path / "d", features=cached)
+    monkeypatch.undo()
+    for run in ("c", "d"):
+        model, ckpt = models.load_model(tmp_path / run / "model.pt")
+        assert ckpt["num_features"] == backbone.num_features and ckpt["backbone"] is None
+        assert model(torch.zeros(1, 1, TINY.input_size, TINY.input_size)).shape == (1, 2)
+
+
 def test_feature_files_flip_only_the_training_crops(tiny_manifest, tmp_path):
     """The extraction rule's command computes all four flips for training crops and only the
     unflipped view for evaluation crops (NaN elsewhere); a training set drawn from evaluation

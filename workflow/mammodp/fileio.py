@@ -14,12 +14,27 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .errors import UserError
+
+
+@cache
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it: set, then restore at once
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: Path, path: Path, base_mode: int) -> None:
+    """Give ``tmp`` the mode a plain ``open``/``mkdir`` would (mkstemp/mkdtemp make it
+    owner-only, which would lock a group that shares ``results/`` out), then rename it."""
+    tmp.chmod(base_mode & ~_umask())
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -32,7 +47,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
-        os.replace(tmp, path)
+        _publish(tmp, path, 0o666)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise OSError(e.errno, e.strerror, str(path)) from e  # name the output, not the temp
@@ -51,7 +66,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if path.exists():
             shutil.rmtree(path)
-        os.replace(tmp, path)
+        _publish(tmp, path, 0o777)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise OSError(e.errno, e.strerror, str(path)) from e

@@ -39,6 +39,13 @@ def load_feature_cache(paths: list[str | Path]) -> dict[str, torch.Tensor]:
     return table
 
 
+def feature_width(table: dict[str, torch.Tensor]) -> int:
+    """The backbone's feature width, as its cached features hold it."""
+    if not table:
+        raise UserError("the cached feature files hold no image; rebuild results/features.")
+    return next(iter(table.values())).shape[-1]
+
+
 def features_for(table: dict[str, torch.Tensor], paths, what: str) -> torch.Tensor:
     keys = [sha256_file(p) for p in paths]
     missing = [p for p, k in zip(paths, keys, strict=True) if k not in table]

@@ -48,7 +48,7 @@ from mammodp.fileio import json_safe, sha256_file, write_csv, write_json
 
 from . import models, privacy_notes
 from .dp import row_units
-from .features import features_for, load_feature_cache
+from .features import feature_width, features_for, load_feature_cache
 from .lineage import privacy_lineage, read_source_privacy
 from .metrics import bootstrap_ci, classification_metrics
 from .selection import evaluate
@@ -59,16 +59,20 @@ from .training import train_full, train_head
 log = logging.getLogger(__name__)
 
 
-def _initial_backbone(job: Job, source_model: str | None, backbone_model: str | None = None):
+def _initial_backbone(
+    job: Job, source_model: str | None, backbone_model: str | None = None, build: bool = True
+):
     """(backbone, source checkpoint or None, sha256 of what the backbone was loaded from or None,
-    the ``backbone_source`` reference for this run's checkpoint). ``from:`` and ``backbone:``
+    the ``backbone_source`` reference for this run's checkpoint). ``build=False``: the backbone
+    is None (a head on cached features never runs it; building Swin-T, and importing
+    torchvision for it, would cost a head job a few seconds). ``from:`` and ``backbone:``
     take the source model's backbone, with this job's stochastic depth (the faithful loop runs
     it in train mode); ``from:`` needs the source's head type (its head is loaded too).
     ``backbone_model``: the checkpoint holding the source's frozen backbone, as declared; this
     run's checkpoint refers to that one, so every frozen chain is one link long."""
     exp = job.experiment
     if not exp.source:
-        backbone = models.create_backbone(job.model)
+        backbone = models.create_backbone(job.model) if build else None
         # Local weights may change under the same path: their content is part of the data.
         weights = job.model.weights_file
         sha = sha256_file(weights) if weights and job.model.pretrained != "none" else None
@@ -80,7 +84,11 @@ def _initial_backbone(job: Job, source_model: str | None, backbone_model: str | 
             f"{exp.source}'s head '{src_ckpt['head_type']}'; fix config/experiments.tsv "
             f"(or use init backbone:{exp.source} for a new head)."
         )
-    backbone = models.load_backbone(source_model, job.model.drop_path_rate, backbone_model)
+    backbone = (
+        models.load_backbone(source_model, job.model.drop_path_rate, backbone_model)
+        if build
+        else None
+    )
     sha = sha256_file(source_model)
     origin, origin_ckpt = models.backbone_origin(source_model, src_ckpt, backbone_model)
     if origin_ckpt["backbone"] is None:  # pretrained weights, passed on: no checkpoint to read
@@ -136,10 +144,11 @@ def run(
     out = {k: Path(outputs[k]) if outputs else Path(out_dir) / v for k, v in RUN_FILES.items()}
     state_dir = out["model"].parent / ".state"  # resume state: removed once the run is done
     data = _load_data(job, manifest, synthetic)
-    model, source_sha256, backbone_source = _initial_model(job, source_model, backbone_model)
+    cache = _feature_cache(job, features)
+    model, source_sha256, backbone_source = _initial_model(job, source_model, backbone_model, cache)
     if exp.trained == "head":
         tr, test_probs = _train_and_test_head(
-            job, model, data, features, source_sha256, state_dir, stop_after, out["history"]
+            job, model, data, cache, source_sha256, state_dir, stop_after, out["history"]
         )
     else:
         tr, test_probs = _train_and_test_full(
@@ -190,15 +199,27 @@ def _load_data(job: Job, manifest: pd.DataFrame, synthetic: pd.DataFrame | None)
     return JobData(train, val, tests, y_train, y_val)
 
 
-def _initial_model(job: Job, source_model: str | None, backbone_model: str | None):
+def _feature_cache(job: Job, features: list[str] | None) -> dict | None:
+    """The cached features a frozen head trains on; None where the job computes its inputs
+    (full training, the faithful loop, no feature files)."""
+    if job.experiment.trained != "head" or not features or job.train.faithful:
+        return None
+    return load_feature_cache(features)
+
+
+def _initial_model(
+    job: Job, source_model: str | None, backbone_model: str | None, cache: dict | None = None
+):
     """(classifier, sha256 of what the backbone was loaded from, its ``backbone_source``): the
-    initial backbone under a new head, or the source's head for ``from:``."""
+    initial backbone under a new head, or the source's head for ``from:``. With a feature
+    ``cache`` the classifier's backbone is None: the cache stands for it."""
     exp = job.experiment
     backbone, src_ckpt, source_sha256, backbone_source = _initial_backbone(
-        job, source_model, backbone_model
+        job, source_model, backbone_model, build=cache is None
     )
     torch.manual_seed(job.seed)  # head init depends on the run's seed only
-    head = models.make_head(exp.head, backbone.num_features)
+    width = feature_width(cache) if backbone is None else backbone.num_features
+    head = models.make_head(exp.head, width)
     if exp.loads_source_head:
         head.load_state_dict(src_ckpt["head"])  # from: the source's head: really load it
     return models.Classifier(backbone, head), source_sha256, backbone_source
@@ -208,19 +229,19 @@ def _train_and_test_head(
     job: Job,
     model: models.Classifier,
     data: JobData,
-    features: list[str] | None,
+    cache: dict | None,
     source_sha256: str | None,
     state_dir: Path,
     stop_after: int | None,
     history_path: Path,
 ):
-    """Train the head (the backbone stays frozen) and select its epoch; (trainer, p_benign per
-    test set)."""
+    """Train the head (the backbone stays frozen) on the feature ``cache`` or on features
+    computed here, and select its epoch; (trainer, p_benign per test set)."""
     backbone, head = model.backbone, model.head
     # The resume key fingerprints the data as read: the cached features, or the images the
     # features are computed from here (on a GPU those need not be bitwise reproducible).
-    if features and not job.train.faithful:
-        x_train, val_x, fingerprint, embed = _cached_head_inputs(data, features, source_sha256)
+    if cache is not None:
+        x_train, val_x, fingerprint, embed = _cached_head_inputs(data, cache, source_sha256)
     else:
         x_train, val_x, fingerprint, embed = _computed_head_inputs(
             job, backbone, data, source_sha256
@@ -249,10 +270,9 @@ def _train_and_test_head(
     return tr, test_probs
 
 
-def _cached_head_inputs(data: JobData, features: list[str], source_sha256: str | None):
+def _cached_head_inputs(data: JobData, cache: dict, source_sha256: str | None):
     """(training features, validation features, fingerprint, embed) from the feature cache;
     ``embed(paths)``: the unflipped features of other images."""
-    cache = load_feature_cache(features)
 
     def embed(paths) -> torch.Tensor:
         return features_for(cache, list(paths), "evaluation")[:, 0]

@@ -226,6 +226,11 @@ def make_head(kind: str, num_features: int) -> nn.Module:
     raise UserError(f"unknown head '{kind}'; expected 'mlp' or 'linear'")
 
 
+def head_in_features(head: nn.Module) -> int:
+    """The feature width a head takes: its first linear layer's input."""
+    return next(m for m in head.modules() if isinstance(m, nn.Linear)).in_features
+
+
 class Classifier(nn.Module):
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
@@ -252,7 +257,7 @@ def save_checkpoint(
         "format": CHECKPOINT_FORMAT,
         "model_spec": asdict(spec),
         "head_type": head_type,
-        "num_features": int(model.backbone.num_features),
+        "num_features": head_in_features(model.head),
         "head": model.head.state_dict(),
         "backbone": model.backbone.state_dict() if backbone_trained else None,
         "backbone_source": backbone_source,

@@ -126,7 +126,7 @@ class HeadLoop:
         if self.bk is not None:
             self.bk.empty_step()
         else:
-            empty = torch.zeros(0, head_in_features(self.head))
+            empty = torch.zeros(0, models.head_in_features(self.head))
             (self.module(empty).sum() * 0.0).backward()
 
     def _backward(self, idx: torch.Tensor) -> float:
@@ -210,10 +210,6 @@ def _batch_inputs(job: Job, tr: Trainer, train_x: torch.Tensor, backbone: nn.Mod
             return backbone(x.expand(-1, 3, -1, -1).to(job.device)).float().cpu()
 
     return inputs
-
-
-def head_in_features(head: nn.Module) -> int:
-    return next(m for m in head.modules() if isinstance(m, nn.Linear)).in_features
 
 
 def train_full(
