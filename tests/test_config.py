@@ -240,7 +240,7 @@ def test_the_laptop_config_is_the_frozen_imagenet_part_of_the_paper_config(repo,
     }
     assert differs == {"feature_batch_size", "feature_precision"}
     assert cpu["data"] == {**paper["data"], "threads": 2} and cpu["seeds"] == paper["seeds"]
-    # FRD v0 only (the study's era): v1's radiomics would cost the laptop ~12 of its minutes
+    # FRD v0 only (the study's era): v1's radiomics would cost the laptop ~11 of its minutes
     assert cpu["fidelity"] == {**paper["fidelity"], "frd_versions": ["v0"], "threads": 2}
     shutil.copytree(repo / "config", tmp_path / "config")
     cmd = [sys.executable, str(repo / "tests" / "snakemake_only.py"), "-s"]

@@ -63,8 +63,8 @@ def rule_vs_bare(data: Path, n: int, threads: int, precision: str) -> dict:
     """Images/s of the rule's command and of a bare loop (4 flips of n crops each). The rule is
     called twice: the first call pays what a job pays once (imports, oneDNN's first-call
     set-up), the second is its per-image rate, compared with the bare loop that runs after it
-    (warm, like the rule's second call); ``startup_s`` is the difference of the two calls. A
-    job's rule rate at its real size follows from both (``rule_at``)."""
+    (warm, like the rule's second call); ``startup_s`` is the difference of the two calls, and
+    ``ratio_real`` what both make of the real-crop job: start-up plus REAL_PASSES at the rate."""
     crops = published(data).head(n)
     spec = {"arch": "swin_t", "pretrained": "none", "input_size": 224}
     cold = _rule_seconds(crops, data, spec, threads, precision)
@@ -78,20 +78,15 @@ def rule_vs_bare(data: Path, n: int, threads: int, precision: str) -> dict:
                 model(images.flip(x[s : s + 32], v).expand(-1, 3, -1, -1))
     bare = 4 * n / (time.perf_counter() - t)
     rule = 4 * n / warm
+    real_job_s = cold - warm + REAL_PASSES / rule
     return {
         "rule": rule,
         "bare": bare,
         "ratio": rule / bare,
         "startup_s": cold - warm,
         "ratio_cold": 4 * n / cold / bare,
+        "ratio_real": REAL_PASSES / real_job_s / bare,
     }
-
-
-def rule_at(images_n: int, out: dict, precision: str) -> float:
-    """The rule's rate over ``images_n`` passes (a job's real size) against the bare loop: its
-    measured start-up plus its measured per-image rate."""
-    seconds = out[f"startup_s_{precision}"] + images_n / out[f"rule_{precision}"]
-    return images_n / seconds / out[f"bare_{precision}"]
 
 
 def bf16_auroc_effect(data: Path, seeds=(42, 43, 44), epochs: int = 100) -> dict:
@@ -151,7 +146,6 @@ def main(argv=None) -> dict:
            rule_vs_bare(a.data, a.n, a.threads, prec).items()}  # fmt: skip
     out.update(bf16_auroc_effect(a.data))
     for prec in ("fp32", "bf16"):
-        out[f"ratio_real_{prec}"] = rule_at(REAL_PASSES, out, prec)
         print(
             f"Swin-T 224 features, {prec}: rule {out[f'rule_{prec}']:.1f} images/s, bare loop "
             f"{out[f'bare_{prec}']:.1f} images/s = {out[f'ratio_{prec}']:.2f}x (goal >= 0.9x); "
